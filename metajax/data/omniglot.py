@@ -1,0 +1,139 @@
+"""Omniglot (Lake et al. 2015) as class banks for few-shot tasks.
+
+Two sources give the same arrays:
+  * TensorFlow Datasets, ``tfds.data_source("omniglot")`` (random access, no
+    TensorFlow needed at run time; downloads once, so it needs a network);
+  * a local folder with ``images_background.npz`` and ``images_evaluation.npz``
+    (``images`` bool [characters, 20, 105, 105] with True for paper, ``labels``
+    int [characters, 20]), for machines without a network.
+
+Following Reptile (Nichol et al. 2018) and MAML, images are resized to 28x28
+with ink = 1.0 and paper = 0.0, and the meta-training classes are augmented
+with rotations by 90, 180 and 270 degrees (each rotation a new class). The
+background set is meta-training, the evaluation set meta-testing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metajax.data.errors import DataError
+
+IMAGE_SIZE = 28
+EXAMPLES_PER_CLASS = 20
+RAW_SIZE = 105
+LOCAL_FILES = {"train": "images_background.npz", "test": "images_evaluation.npz"}
+TFDS_SPLITS = {"train": "train", "test": "test"}  # TFDS "train" is the background set.
+
+
+class OmniglotBanks(NamedTuple):
+    """Class banks ``[classes, 20, 28, 28, 1]`` float32, ink = 1."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+def to_class_bank(ink: np.ndarray, labels: np.ndarray, source: str) -> np.ndarray:
+    """Groups raw ``[n, 105, 105]`` ink images by label into a 28x28 class bank.
+
+    Both sources go through this one function, which is what makes them agree.
+    """
+    order = np.argsort(labels, kind="stable")
+    classes, counts = np.unique(labels, return_counts=True)
+    if not np.all(counts == EXAMPLES_PER_CLASS):
+        bad = classes[counts != EXAMPLES_PER_CLASS][0]
+        raise DataError(
+            f"{source}: class {bad} has {counts[classes == bad][0]} examples, Omniglot has "
+            f"{EXAMPLES_PER_CLASS} per class; the data is incomplete or not Omniglot"
+        )
+    grouped = ink[order].reshape(len(classes), EXAMPLES_PER_CLASS, RAW_SIZE, RAW_SIZE)
+    resized = jax.jit(
+        lambda x: jax.image.resize(
+            x, (*x.shape[:2], IMAGE_SIZE, IMAGE_SIZE), method="linear", antialias=True
+        )
+    )(jnp.asarray(grouped, jnp.float32))
+    return np.asarray(resized)[..., None]
+
+
+def with_rotations(bank: np.ndarray) -> np.ndarray:
+    """Appends the 90/180/270 degree rotations of every class as new classes."""
+    return np.concatenate([np.rot90(bank, k, axes=(2, 3)) for k in range(4)], axis=0)
+
+
+def _load_local_split(data_dir: Path, split: str) -> np.ndarray:
+    path = data_dir / LOCAL_FILES[split]
+    try:
+        with np.load(path) as npz:
+            images, labels = npz["images"], npz["labels"]
+    except FileNotFoundError:
+        raise DataError(
+            f"Omniglot file not found: {path}. The folder given as data dir must hold "
+            f"{' and '.join(LOCAL_FILES.values())} (images bool [characters, 20, 105, 105], "
+            "labels int [characters, 20]); point --data-dir at such a folder, or leave it out "
+            "to download Omniglot with TensorFlow Datasets."
+        ) from None
+    except (KeyError, ValueError, OSError) as error:
+        raise DataError(
+            f"Omniglot file {path} is unreadable or lacks the arrays 'images' and 'labels' ({error}); "
+            "replace it with an intact copy (see the SHA256SUMS beside the shared data)."
+        ) from None
+    if images.ndim != 4 or images.shape[1:] != (EXAMPLES_PER_CLASS, RAW_SIZE, RAW_SIZE):
+        raise DataError(
+            f"Omniglot file {path}: 'images' has shape {images.shape}, expected "
+            f"[characters, {EXAMPLES_PER_CLASS}, {RAW_SIZE}, {RAW_SIZE}]"
+        )
+    if labels.shape != images.shape[:2]:
+        raise DataError(f"Omniglot file {path}: 'labels' has shape {labels.shape}, expected {images.shape[:2]}")
+    ink = ~images.astype(bool)  # True is paper in the files.
+    return to_class_bank(ink.reshape(-1, RAW_SIZE, RAW_SIZE), labels.reshape(-1), str(path))
+
+
+def _load_tfds_split(split: str, tfds_data_dir: str | None) -> np.ndarray:
+    import tensorflow_datasets as tfds  # Lazy: accelerator images often lack it.
+
+    try:
+        source = tfds.data_source("omniglot", split=TFDS_SPLITS[split], data_dir=tfds_data_dir, download=True)
+    except Exception as error:  # TFDS raises many kinds (network, missing builder, permissions).
+        where = tfds_data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+        raise DataError(
+            f"could not load Omniglot with TensorFlow Datasets (looked in {where}, then tried to "
+            f"download): {type(error).__name__}: {error}. Without a network, pass --data-dir with a "
+            f"folder holding {' and '.join(LOCAL_FILES.values())}."
+        ) from None
+    records = source.__getitems__(range(len(source)))
+    # TFDS stores the PNGs as RGB with white (255) paper.
+    ink = np.stack([record["image"][..., 0] < 128 for record in records])
+    labels = np.array([record["label"] for record in records])
+    return to_class_bank(ink, labels, f"TFDS omniglot/{TFDS_SPLITS[split]}")
+
+
+def load_omniglot(data_dir: str | os.PathLike | None = None, *, tfds_data_dir: str | None = None) -> OmniglotBanks:
+    """Loads Omniglot class banks: rotated background classes and evaluation classes.
+
+    Args:
+      data_dir: folder with the two npz files; ``None`` uses TensorFlow Datasets.
+      tfds_data_dir: where TFDS keeps its files (TFDS's default when ``None``).
+
+    Returns:
+      ``OmniglotBanks(train=[964 * 4, 20, 28, 28, 1], test=[659, 20, 28, 28, 1])``.
+
+    Raises:
+      DataError: naming the folder or file and how to fix it.
+    """
+    if data_dir is None:
+        train, test = (_load_tfds_split(split, tfds_data_dir) for split in ("train", "test"))
+    else:
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise DataError(
+                f"Omniglot data folder {folder.resolve()} does not exist. Pass --data-dir with a folder "
+                f"holding {' and '.join(LOCAL_FILES.values())}, or leave it out to use TensorFlow Datasets."
+            )
+        train, test = (_load_local_split(folder, split) for split in ("train", "test"))
+    return OmniglotBanks(train=with_rotations(train), test=test)

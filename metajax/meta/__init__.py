@@ -1,0 +1,7 @@
+"""Few-shot meta-learners: factories returning ``MetaLearner`` NamedTuples."""
+
+from metajax.meta.base import MetaLearner as MetaLearner
+from metajax.meta.base import MetaState as MetaState
+from metajax.meta.base import mean_squared_error as mean_squared_error
+from metajax.meta.base import softmax_cross_entropy as softmax_cross_entropy
+from metajax.meta.reptile import reptile as reptile

@@ -1,0 +1,50 @@
+"""What every meta-learner shares: its state, its interface, its losses."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Params = Any  # A pytree of arrays.
+ApplyFn = Callable[[Params, jax.Array], jax.Array]
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class MetaState(NamedTuple):
+    """The whole training state of a meta-learner: a pytree of arrays."""
+
+    params: Params
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+class MetaLearner(NamedTuple):
+    """A meta-learning algorithm as pure functions (in the spirit of optax).
+
+    Attributes:
+      init: ``init(params) -> MetaState``.
+      step: ``step(state, tasks, *, key) -> (state, metrics)``: one meta-update
+        on a ``TaskBatch``.
+      adapt: ``adapt(params, support_x, support_y, *, key) -> params``: fine-tunes
+        on ONE task's support set with the evaluation inner loop.
+      evaluate: ``evaluate(params, tasks, *, key) -> metrics``: adapts on each
+        task's support set and scores its query set; per-task arrays ``[tasks]``
+        (``loss``, and ``accuracy`` for integer labels).
+    """
+
+    init: Callable[..., MetaState]
+    step: Callable[..., tuple[MetaState, dict[str, jax.Array]]]
+    adapt: Callable[..., Params]
+    evaluate: Callable[..., dict[str, jax.Array]]
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean cross-entropy of ``[batch, classes]`` logits against ``[batch]`` int labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean squared error over all elements."""
+    return jnp.mean(jnp.square(predictions - targets))

@@ -1,0 +1,19 @@
+"""A plain multilayer perceptron (the sinusoid regressor of MAML and Reptile)."""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+
+class MLP(nn.Module):
+    """``[batch, in] -> [batch, out]`` with ReLU between the hidden layers."""
+
+    hidden: Sequence[int]
+    out_features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.out_features)(x)

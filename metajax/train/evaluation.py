@@ -1,0 +1,52 @@
+"""Scoring a meta-learner on many test tasks."""
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from metajax.data.tasks import TaskBatch
+
+Z_95 = 1.959963984540054  # Two-sided 95% quantile of the standard normal.
+
+
+def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
+    """The mean of per-task scores and the half-width of its 95% confidence interval."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        raise ValueError(f"need at least 2 values for a confidence interval, got {values.size}")
+    return float(values.mean()), float(Z_95 * values.std(ddof=1) / np.sqrt(values.size))
+
+
+def evaluate_tasks(
+    evaluate_chunk: Callable[[jax.Array], dict[str, jax.Array]],
+    *,
+    key: jax.Array,
+    num_tasks: int,
+    chunk_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Runs ``evaluate_chunk(key) -> {metric: [chunk_size]}`` until ``num_tasks`` tasks are scored.
+
+    ``evaluate_chunk`` samples ``chunk_size`` tasks from its key and scores them
+    (one compiled, vmapped call); chunks keep memory bounded for thousands of
+    tasks. Returns per-task arrays of exactly ``num_tasks`` entries.
+    """
+    chunks = []
+    for index in range(-(-num_tasks // chunk_size)):
+        chunks.append(jax.device_get(evaluate_chunk(jax.random.fold_in(key, index))))
+        if progress is not None:
+            progress(chunk_size)
+    return {name: np.concatenate([c[name] for c in chunks])[:num_tasks] for name in chunks[0]}
+
+
+def sample_and_evaluate(
+    evaluate: Callable[..., dict[str, jax.Array]], sample: Callable[[jax.Array, int], TaskBatch], chunk_size: int
+) -> Callable[..., dict[str, jax.Array]]:
+    """``(params, key) -> per-task metrics`` for ``chunk_size`` tasks sampled from ``key``."""
+
+    def evaluate_chunk(params, key):
+        sample_key, adapt_key = jax.random.split(key)
+        return evaluate(params, sample(sample_key, chunk_size), key=adapt_key)
+
+    return evaluate_chunk

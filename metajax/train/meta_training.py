@@ -1,0 +1,208 @@
+"""Turns a meta-learner into a run: data, outer loop, evaluation, results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+import metajax
+from metajax.data import few_shot_sampler, load_omniglot, sinusoid_sampler
+from metajax.data.omniglot import EXAMPLES_PER_CLASS
+from metajax.meta import mean_squared_error, reptile, softmax_cross_entropy
+from metajax.models import MLP, Conv4
+from metajax.train.config import ReptileConfig
+from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
+
+SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
+
+
+class TrainingDiverged(RuntimeError):
+    """The meta-training loss became NaN or infinite."""
+
+
+def _check_against_data(config: ReptileConfig) -> None:
+    """Fails before any heavy work when the data cannot supply the tasks asked for."""
+    if config.dataset != "omniglot":
+        return
+    for name, needed in (("shots + query-shots", config.shots + config.query_shots), ("train-shots", config.train_shots)):
+        if needed > EXAMPLES_PER_CLASS:
+            raise ValueError(f"{name} = {needed}, but Omniglot has only {EXAMPLES_PER_CLASS} examples per class")
+
+
+def _build(config: ReptileConfig):
+    """The model's init/apply, the learner, and per-split samplers ``sampler(bank) -> sample``."""
+    inner_optimizer = {
+        "adam": optax.adam(config.inner_lr, b1=0.0),  # The paper's beta1 = 0.
+        "sgd": optax.sgd(config.inner_lr),
+    }[config.inner_optimizer]
+    if config.dataset == "omniglot":
+        model = Conv4(num_classes=config.ways, conv_impl=config.conv_impl)
+        loss_fn = softmax_cross_entropy
+        example = jnp.zeros((1, 28, 28, 1))
+        train_sampler = partial(few_shot_sampler, ways=config.ways, shots=config.train_shots, query_shots=0)
+        test_sampler = partial(few_shot_sampler, ways=config.ways, shots=config.shots, query_shots=config.query_shots)
+    else:
+        model = MLP(SINUSOID_HIDDEN, 1)
+        loss_fn = mean_squared_error
+        example = jnp.zeros((1, 1))
+        train_sampler = lambda bank: sinusoid_sampler(config.train_shots, 0)  # noqa: E731
+        test_sampler = lambda bank: sinusoid_sampler(config.shots, config.query_shots)  # noqa: E731
+    learner = reptile(
+        model.apply,
+        loss_fn,
+        inner_optimizer=inner_optimizer,
+        inner_steps=config.inner_steps,
+        inner_batch=config.inner_batch,
+        meta_step_size=config.meta_step_size,
+        meta_step_size_final=config.meta_step_size_final,
+        meta_iters=config.meta_iters,
+        eval_inner_steps=config.eval_inner_steps,
+        eval_inner_batch=config.eval_inner_batch,
+        transductive=config.transductive,
+    )
+    return model, example, learner, train_sampler, test_sampler
+
+
+def _load_banks(config: ReptileConfig) -> tuple[jax.Array, jax.Array]:
+    if config.dataset == "omniglot":
+        banks = load_omniglot(config.data_dir)
+        return jnp.asarray(banks.train), jnp.asarray(banks.test)
+    # Sinusoid tasks are generated from the key alone; the bank is a placeholder.
+    return jnp.zeros(()), jnp.zeros(())
+
+
+def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progress: bool = True) -> dict[str, Any]:
+    """Meta-trains Reptile, evaluates it on ``eval_tasks`` test tasks, writes results.
+
+    Writes ``workdir/metrics.jsonl`` (one line per logging interval),
+    ``workdir/summary.json`` and, for sinusoid, ``workdir/sinusoid_fits.png``.
+
+    Returns:
+      The summary dictionary written to ``summary.json``.
+    """
+    config = config.resolved()
+    _check_against_data(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    model, example, learner, train_sampler, test_sampler = _build(config)
+    train_bank, test_bank = _load_banks(config)
+    if config.dataset == "omniglot":  # Validates ways against the classes present.
+        train_sampler(train_bank)
+        test_sampler(test_bank)
+
+    key = jax.random.key(config.seed)
+    init_key, train_key, eval_key = jax.random.split(key, 3)
+    state = learner.init(model.init(init_key, example))
+
+    @partial(jax.jit, static_argnames="num_steps", donate_argnums=0)
+    def train_chunk(state, bank, num_steps):
+        sample = train_sampler(bank)
+
+        def one_step(state, step_key):
+            task_key, adapt_key = jax.random.split(step_key)
+            return learner.step(state, sample(task_key, config.meta_batch), key=adapt_key)
+
+        # Keys depend on the step number alone, so chunking does not change results.
+        steps = state.step + jnp.arange(num_steps)
+        return jax.lax.scan(one_step, state, jax.vmap(jax.random.fold_in, (None, 0))(train_key, steps))
+
+    log_path = workdir / "metrics.jsonl"
+    log_path.write_text("")
+    steady_seconds, steady_steps, started = 0.0, 0, time.perf_counter()
+    bar = tqdm(total=config.meta_iters, desc="meta-training", unit="it", disable=not show_progress)
+    while int(state.step) < config.meta_iters:
+        num_steps = min(config.log_every, config.meta_iters - int(state.step))
+        chunk_start = time.perf_counter()
+        state, metrics = train_chunk(state, train_bank, num_steps)
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - chunk_start
+        if int(state.step) > num_steps:  # The first chunk includes compilation.
+            steady_seconds += elapsed
+            steady_steps += num_steps
+        losses = metrics["inner_loss_first"]
+        if not np.all(np.isfinite(losses)):
+            bad_step = int(state.step) - num_steps + int(np.argmin(np.isfinite(losses)))
+            raise TrainingDiverged(f"meta-training loss became {losses[~np.isfinite(losses)][0]} at step {bad_step}")
+        record = {
+            "step": int(state.step),
+            "inner_loss_first": float(losses.mean()),
+            "inner_loss_last": float(metrics["inner_loss_last"].mean()),
+            "meta_step_size": float(metrics["meta_step_size"][-1]),
+            "tasks_per_second": num_steps * config.meta_batch / elapsed,
+        }
+        with log_path.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+        bar.update(num_steps)
+        bar.set_postfix(loss=f"{record['inner_loss_last']:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
+    bar.close()
+    train_seconds = time.perf_counter() - started
+    if steady_steps == 0:  # A single chunk: report it, compilation included.
+        steady_seconds, steady_steps = train_seconds, config.meta_iters
+
+    evaluate_chunk = jax.jit(sample_and_evaluate(learner.evaluate, test_sampler(test_bank), config.eval_chunk))
+    eval_bar = tqdm(total=config.eval_tasks, desc="evaluating", unit="task", disable=not show_progress)
+    scores = evaluate_tasks(
+        lambda k: evaluate_chunk(state.params, k),
+        key=eval_key,
+        num_tasks=config.eval_tasks,
+        chunk_size=config.eval_chunk,
+        progress=eval_bar.update,
+    )
+    eval_bar.close()
+
+    summary: dict[str, Any] = {
+        "algorithm": "reptile",
+        "metajax_version": metajax.__version__,
+        "jax_version": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+        "config": dataclasses.asdict(config),
+        "meta_iters_done": int(state.step),
+        "meta_tasks_per_second": steady_steps * config.meta_batch / steady_seconds,
+        "train_seconds": train_seconds,
+        "final_inner_loss": record["inner_loss_last"],
+    }
+    if config.dataset == "omniglot":
+        summary["test_accuracy"], summary["test_accuracy_ci95"] = mean_and_ci95(scores["accuracy"])
+    else:
+        summary["test_mse"], summary["test_mse_ci95"] = mean_and_ci95(scores["loss"])
+        summary["plot"] = str(_plot_sinusoid_fits(model, learner, state.params, config, workdir / "sinusoid_fits.png"))
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _plot_sinusoid_fits(model, learner, params, config: ReptileConfig, path: Path) -> Path:
+    """Draws a few test tasks: the truth, the support points, before and after adaptation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metajax.data.sinusoid import INPUT_RANGE, sample_sinusoid_parameters, sinusoid_task
+
+    tasks, amplitudes, phases = sample_sinusoid_parameters(jax.random.key(config.seed + 1), 4, config.shots, 0)
+    grid = jnp.linspace(*INPUT_RANGE, 200)[:, None]
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.5), sharey=True)
+    for index, axis in enumerate(axes):
+        adapted = learner.adapt(params, tasks.support_x[index], tasks.support_y[index], key=jax.random.key(index))
+        axis.plot(grid, sinusoid_task(amplitudes[index], phases[index], grid), "k-", label="task")
+        axis.plot(grid, model.apply(params, grid), "b:", label="meta-learned init")
+        axis.plot(grid, model.apply(adapted, grid), "r--", label=f"after {config.eval_inner_steps} steps")
+        axis.plot(tasks.support_x[index], tasks.support_y[index], "ko", label=f"{config.shots} support points")
+        axis.set_xlabel("x")
+    axes[0].legend(loc="lower left", fontsize=8)
+    figure.suptitle(f"Reptile on sinusoid regression after {config.meta_iters} meta-iterations")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

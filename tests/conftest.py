@@ -1,0 +1,39 @@
+"""Strict test settings: silent rank promotion is a bug, warnings are errors."""
+
+import os
+
+# Several CPU devices for tests that shard; must be set before JAX starts.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    # Turn warnings into errors, except known third-party noise named here.
+    config.addinivalue_line("filterwarnings", "error")
+    for known in (
+        # TFDS and its absl/etils stack on import.
+        "ignore::DeprecationWarning:tensorflow_datasets.*",
+        "ignore::DeprecationWarning:etils.*",
+        "ignore::DeprecationWarning:absl.*",
+        "ignore::DeprecationWarning:google.protobuf.*",
+        "ignore::FutureWarning:tensorflow_datasets.*",
+    ):
+        config.addinivalue_line("filterwarnings", known)
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir() -> Path:
+    """The offline Omniglot copy beside the repository; skips when it is absent."""
+    folder = SHARED_DATA / "omniglot"
+    if not (folder / "images_background.npz").exists():
+        pytest.skip(f"offline Omniglot not found at {folder} (see ../shared/data/README.md)")
+    return folder
