@@ -42,13 +42,8 @@ def _venv_ready(python: Path) -> bool:
     Checking the version (not just importability) means a venv left over
     from an older pin gets upgraded instead of silently reused.
     """
-    probe = (
-        "import numpy, torch, sys; "
-        f"sys.exit(torch.__version__.split('+')[0] != {TORCH_VERSION!r})"
-    )
-    result = subprocess.run(
-        [str(python), "-c", probe], capture_output=True, check=False
-    )
+    probe = f"import numpy, torch, sys; sys.exit(torch.__version__.split('+')[0] != {TORCH_VERSION!r})"
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, check=False)
     return result.returncode == 0
 
 
@@ -67,9 +62,7 @@ def ensure_torch_venv(path: Path = DEFAULT_VENV) -> Path:
             check=True,
         )
         if not _venv_ready(python):
-            raise RuntimeError(
-                f"{python} still cannot import torch=={TORCH_VERSION} after install"
-            )
+            raise RuntimeError(f"{python} still cannot import torch=={TORCH_VERSION} after install")
     return python
 
 
@@ -98,9 +91,7 @@ def run_peer(python: Path | str, args: list[str]) -> dict:
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(
-            f"torch peer failed (exit {result.returncode}):\n{result.stderr}"
-        )
+        raise RuntimeError(f"torch peer failed (exit {result.returncode}):\n{result.stderr}")
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     if not lines:
         raise RuntimeError(f"torch peer printed nothing on stdout:\n{result.stderr}")

@@ -72,9 +72,7 @@ class Reptile:
         self.deltas = [torch.zeros_like(p) for p in self.meta_params]
         n = args.ways * args.train_shots
         # Labels are the same for every task (class k of the task -> label k).
-        self.labels = torch.arange(args.ways, device=self.device).repeat_interleave(
-            args.train_shots
-        )
+        self.labels = torch.arange(args.ways, device=self.device).repeat_interleave(args.train_shots)
         # Inner minibatches come from consecutive random permutations of the
         # task's n examples, concatenated (a batch may straddle two
         # permutations, as in the reference code's sample cycling).
@@ -98,15 +96,13 @@ class Reptile:
         a = self.args
         n = a.ways * a.train_shots
         perms = torch.rand(self.num_perms, n, device=self.device).argsort(dim=1)
-        return perms.flatten()[: a.inner_steps * a.inner_batch].view(
-            a.inner_steps, a.inner_batch
-        )
+        return perms.flatten()[: a.inner_steps * a.inner_batch].view(a.inner_steps, a.inner_batch)
 
     def adapt(self, x: torch.Tensor, check_loss: bool) -> None:
         """Run the inner Adam loop on one task, starting from the meta-weights."""
         a = self.args
         with torch.no_grad():
-            for t, m in zip(self.task_params, self.meta_params):
+            for t, m in zip(self.task_params, self.meta_params, strict=True):
                 t.copy_(m)
         opt = torch.optim.Adam(self.task_params, lr=a.inner_lr, betas=(0.0, 0.999))
         for step, idx in enumerate(self.minibatch_indices()):
@@ -126,10 +122,10 @@ class Reptile:
         for task in range(a.meta_batch):
             self.adapt(self.sample_task(), check_loss=check_loss and task == 0)
             with torch.no_grad():
-                for d, t, m in zip(self.deltas, self.task_params, self.meta_params):
+                for d, t, m in zip(self.deltas, self.task_params, self.meta_params, strict=True):
                     d.add_(t).sub_(m)
         with torch.no_grad():
-            for m, d in zip(self.meta_params, self.deltas):
+            for m, d in zip(self.meta_params, self.deltas, strict=True):
                 m.add_(d, alpha=a.meta_step_size / a.meta_batch)
 
 
@@ -190,8 +186,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.benchmark = True
 
     images = torch.rand(
-        args.num_classes, EXAMPLES_PER_CLASS, IMAGE_SIZE, IMAGE_SIZE,
-        dtype=torch.float32, device=device,
+        args.num_classes,
+        EXAMPLES_PER_CLASS,
+        IMAGE_SIZE,
+        IMAGE_SIZE,
+        dtype=torch.float32,
+        device=device,
     )
     reptile = Reptile(args, images)
 

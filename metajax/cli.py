@@ -69,9 +69,10 @@ def _print_table(summary: dict) -> None:
         ("train seconds", f"{summary['train_seconds']:.1f}"),
     ]  # fmt: skip
     if "test_accuracy" in summary:
-        mode = "transductive" if config["transductive"] else "non-transductive"
-        accuracy = f"{100 * summary['test_accuracy']:.2f} +- {100 * summary['test_accuracy_ci95']:.2f} %"
-        rows.append((f"test accuracy ({mode}, {config['eval_tasks']} tasks)", accuracy))
+        # The configured mode first: it is the headline test_accuracy.
+        for mode in sorted(("transductive", "non_transductive"), key=lambda m: (m == "transductive") != config["transductive"]):
+            accuracy = f"{100 * summary[f'test_accuracy_{mode}']:.2f} +- {100 * summary[f'test_accuracy_{mode}_ci95']:.2f} %"
+            rows.append((f"test accuracy, {mode.replace('_', '-')} ({config['eval_tasks']} tasks)", accuracy))
     else:
         rows.append((f"test MSE ({config['eval_tasks']} tasks)", f"{summary['test_mse']:.4f} +- {summary['test_mse_ci95']:.4f}"))
     width = max(len(name) for name, _ in rows)

