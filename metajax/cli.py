@@ -52,6 +52,11 @@ def _add_reptile_parser(subparsers) -> None:
     parser.add_argument("--eval-tasks", type=_positive_int, help="test tasks for the accuracy and its 95%% CI")
     parser.add_argument("--eval-chunk", type=_positive_int, help="test tasks per compiled, vmapped call")
     parser.add_argument("--transductive", action="store_true", help="share batch-norm statistics across the query set")
+    parser.add_argument(
+        "--reset-inner-optimizer",
+        action="store_true",
+        help="start every task from a fresh inner optimizer state (the paper carries Adam's state across tasks)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=_positive_int, help="meta-steps per logged (and compiled) chunk")
     parser.add_argument("--conv-impl", choices=("slices", "patches", "lax"), default="slices")

@@ -1,5 +1,7 @@
 """Reptile against a plain Python loop over tasks and steps, jitted and not."""
 
+from functools import partial
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -29,38 +31,49 @@ def _tiny_conv_problem(seed=0):
     return model, params, TaskBatch(support_x, support_y, query_x, query_y)
 
 
-def _reference_meta_step(model, params, tasks, key, inner_update, meta_step_size):
-    """The paper's algorithm written plainly: a loop over tasks, a loop over steps."""
+def _reference_meta_step(model, params, slots, tasks, key, inner_update, meta_step_size):
+    """The paper's algorithm written plainly: a loop over tasks, a loop over steps.
+
+    Every task starts from the carried inner optimizer ``slots``; the carried
+    slots become the mean of the tasks' final slots.
+    """
     task_keys = jax.random.split(key, TASKS)
-    adapted_all = []
+    adapted_all, slots_all = [], []
     for t in range(TASKS):
         x, y = np.asarray(tasks.support_x[t]), np.asarray(tasks.support_y[t])
         batches = np.asarray(minibatch_indices(task_keys[t], x.shape[0], BATCH, STEPS))
-        p, slots = params, None
-        for i, batch in enumerate(batches):
-            grads = jax.grad(lambda p: softmax_cross_entropy(model.apply(p, x[batch]), y[batch]))(p)
-            p, slots = inner_update(p, grads, slots, i + 1)
+        p, task_slots = params, slots
+        for batch in batches:
+            grads = _reference_grad(model, p, x[batch], y[batch])
+            p, task_slots = inner_update(p, grads, task_slots)
         adapted_all.append(p)
+        slots_all.append(task_slots)
     mean_adapted = jax.tree.map(lambda *a: sum(a) / TASKS, *adapted_all)
-    return jax.tree.map(lambda p, a: p + meta_step_size * (a - p), params, mean_adapted)
+    new_params = jax.tree.map(lambda p, a: p + meta_step_size * (a - p), params, mean_adapted)
+    return new_params, (None if slots is None else jax.tree.map(lambda *s: sum(s) / TASKS, *slots_all))
+
+
+@partial(jax.jit, static_argnums=0)  # Compiled once; the loops around it stay plain Python.
+def _reference_grad(model, params, x, y):
+    return jax.grad(lambda p: softmax_cross_entropy(model.apply(p, x), y))(params)
 
 
 def _sgd_update(lr):
-    def update(p, g, slots, t):
-        return jax.tree.map(lambda p, g: p - lr * g, p, g), None
+    def update(p, g, slots):
+        return jax.tree.map(lambda p, g: p - lr * g, p, g), slots
 
     return update
 
 
 def _adam_beta1_zero_update(lr, b2=0.999, eps=1e-8):
-    """Adam with beta1 = 0 from its formula: m = g, v = b2 v + (1 - b2) g^2, bias-corrected."""
+    """Adam with beta1 = 0 from its formula: v = b2 v + (1 - b2) g^2, bias-corrected with the step count."""
 
-    def update(p, g, v, t):
-        v = jax.tree.map(lambda g: (1 - b2) * g**2, g) if v is None else jax.tree.map(
-            lambda v, g: b2 * v + (1 - b2) * g**2, v, g
-        )
-        step = jax.tree.map(lambda g, v: g / (jnp.sqrt(v / (1 - b2**t)) + eps), g, v)
-        return jax.tree.map(lambda p, s: p - lr * s, p, step), v
+    def update(p, g, slots):
+        count, v = slots
+        count = count + 1
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g**2, v, g)
+        step = jax.tree.map(lambda g, v: g / (jnp.sqrt(v / (1 - b2**count)) + eps), g, v)
+        return jax.tree.map(lambda p, s: p - lr * s, p, step), (count, v)
 
     return update
 
@@ -88,15 +101,38 @@ class TestMetaStepMatchesPythonLoop:
         step = jax.jit(learner.step) if jit else learner.step
         state = learner.init(params)
         expected = params
+        is_adam = hasattr(state.inner_opt_state[0], "nu")
+        slots = (0, jax.tree.map(jnp.zeros_like, params)) if is_adam else None
         for i in range(3):
             key = jax.random.key(10 + i)
             # The paper's annealing: frac = i / meta_iters, linear from 0.8 to 0.2.
             meta_step_size = (1 - i / meta_iters) * 0.8 + (i / meta_iters) * 0.2
-            expected = _reference_meta_step(model, expected, tasks, key, reference_update, meta_step_size)
+            expected, slots = _reference_meta_step(model, expected, slots, tasks, key, reference_update, meta_step_size)
             state, metrics = step(state, tasks, key=key)
             np.testing.assert_allclose(metrics["meta_step_size"], meta_step_size, rtol=1e-6)
             chex.assert_trees_all_close(state.params, expected, rtol=RTOL, atol=ATOL)
+            if is_adam:  # The carried second moments and step count.
+                adam_state = state.inner_opt_state[0]
+                assert int(adam_state.count) == slots[0] == STEPS * (i + 1)
+                chex.assert_trees_all_close(adam_state.nu, slots[1], rtol=RTOL, atol=1e-9)
         assert int(state.step) == 3
+
+
+def test_reset_inner_optimizer_starts_every_task_fresh():
+    model, params, tasks = _tiny_conv_problem(seed=2)
+    learner = reptile(
+        model.apply, softmax_cross_entropy, inner_optimizer=optax.adam(1e-2, b1=0.0), inner_steps=STEPS,
+        inner_batch=BATCH, meta_step_size=0.5, meta_step_size_final=0.5, meta_iters=10, reset_inner_optimizer=True,
+    )  # fmt: skip
+    step = jax.jit(learner.step)
+    state, expected = learner.init(params), params
+    fresh = (0, jax.tree.map(jnp.zeros_like, params))
+    for i in range(2):
+        key = jax.random.key(20 + i)
+        expected, _ = _reference_meta_step(model, expected, fresh, tasks, key, _adam_beta1_zero_update(1e-2), 0.5)
+        state, _ = step(state, tasks, key=key)
+        chex.assert_trees_all_close(state.params, expected, rtol=RTOL, atol=ATOL)
+    assert int(state.inner_opt_state[0].count) == 0
 
 
 def test_meta_step_moves_params_toward_adapted_weights():
@@ -110,7 +146,7 @@ def test_meta_step_moves_params_toward_adapted_weights():
     state, _ = jax.jit(learner.step)(learner.init(params), tasks, key=key)
     # adapt() uses the evaluation inner loop, which defaults to the training one.
     keys = jax.random.split(key, TASKS)
-    adapted = [learner.adapt(params, tasks.support_x[t], tasks.support_y[t], key=keys[t]) for t in range(TASKS)]
+    adapted = [learner.adapt(learner.init(params), tasks.support_x[t], tasks.support_y[t], key=keys[t]) for t in range(TASKS)]
     chex.assert_trees_all_close(state.params, jax.tree.map(lambda *a: sum(a) / TASKS, *adapted), rtol=RTOL, atol=ATOL)
 
 
@@ -146,10 +182,12 @@ class TestEvaluate:
         model, params, tasks = _tiny_conv_problem()
         learner = self._learner(model, transductive)
         key = jax.random.key(5)
-        metrics = (jax.jit(learner.evaluate) if jit else learner.evaluate)(params, tasks, key=key)
+        state = learner.init(params)
+        metrics = (jax.jit(learner.evaluate) if jit else learner.evaluate)(state, tasks, key=key)
         keys = jax.random.split(key, TASKS)
+        adapt = jax.jit(learner.adapt)
         for t in range(TASKS):
-            adapted = learner.adapt(params, tasks.support_x[t], tasks.support_y[t], key=keys[t])
+            adapted = adapt(state, tasks.support_x[t], tasks.support_y[t], key=keys[t])
             if transductive:
                 logits = model.apply(adapted, tasks.query_x[t])
             else:  # Each query example shares batch statistics with the support set only.
@@ -168,8 +206,8 @@ class TestEvaluate:
     def test_transduction_changes_batch_norm_predictions(self):
         model, params, tasks = _tiny_conv_problem()
         key = jax.random.key(5)
-        transductive = self._learner(model, True).evaluate(params, tasks, key=key)["loss"]
-        inductive = self._learner(model, False).evaluate(params, tasks, key=key)["loss"]
+        learners = [self._learner(model, mode) for mode in (True, False)]
+        transductive, inductive = (l.evaluate(l.init(params), tasks, key=key)["loss"] for l in learners)
         assert not np.allclose(transductive, inductive)
 
     def test_regression_reports_loss_only(self):
@@ -180,7 +218,7 @@ class TestEvaluate:
             model.apply, mean_squared_error, inner_optimizer=optax.sgd(0.01), inner_steps=2, inner_batch=5,
             meta_iters=1,
         )  # fmt: skip
-        metrics = learner.evaluate(model.init(jax.random.key(1), x[0]), tasks, key=jax.random.key(2))
+        metrics = learner.evaluate(learner.init(model.init(jax.random.key(1), x[0])), tasks, key=jax.random.key(2))
         assert set(metrics) == {"loss"} and metrics["loss"].shape == (2,)
 
 
@@ -199,7 +237,8 @@ class TestBadInput:
         model, params, tasks = _tiny_conv_problem()
         bad = tasks._replace(support_y=tasks.support_y[0])
         with pytest.raises(ValueError, match=r"tasks\.support_y must have shape"):
-            self._learner(model).evaluate(params, bad, key=jax.random.key(0))
+            learner = self._learner(model)
+            learner.evaluate(learner.init(params), bad, key=jax.random.key(0))
 
     def test_non_positive_inner_steps(self):
         with pytest.raises(ValueError, match="inner steps and inner batch must be >= 1"):

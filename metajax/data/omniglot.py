@@ -40,7 +40,7 @@ class OmniglotBanks(NamedTuple):
 
 
 def to_class_bank(ink: np.ndarray, labels: np.ndarray, source: str) -> np.ndarray:
-    """Groups raw ``[n, 105, 105]`` ink images by label into a 28x28 class bank.
+    """Groups raw ``[n, 105, 105]`` bool ink images by label into a 28x28 class bank.
 
     Both sources go through this one function, which is what makes them agree.
     """
@@ -53,12 +53,20 @@ def to_class_bank(ink: np.ndarray, labels: np.ndarray, source: str) -> np.ndarra
             f"{EXAMPLES_PER_CLASS} per class; the data is incomplete or not Omniglot"
         )
     grouped = ink[order].reshape(len(classes), EXAMPLES_PER_CLASS, RAW_SIZE, RAW_SIZE)
+    # Sources list a class's drawings in different orders; sorting them by content
+    # makes the bank a function of the images alone, whichever source read them.
+    packed = np.packbits(grouped.reshape(len(classes), EXAMPLES_PER_CLASS, -1), axis=-1)
+    canonical = np.array(
+        [sorted(range(EXAMPLES_PER_CLASS), key=lambda e, c=c: packed[c, e].tobytes()) for c in range(len(classes))]
+    )
+    grouped = np.take_along_axis(grouped, canonical[:, :, None, None], axis=1)
     resized = jax.jit(
         lambda x: jax.image.resize(
             x, (*x.shape[:2], IMAGE_SIZE, IMAGE_SIZE), method="linear", antialias=True
         )
     )(jnp.asarray(grouped, jnp.float32))
-    return np.asarray(resized)[..., None]
+    # The antialiasing filter overshoots by rounding (1.0000002): keep pixels in [0, 1].
+    return np.clip(np.asarray(resized), 0.0, 1.0)[..., None]
 
 
 def with_rotations(bank: np.ndarray) -> np.ndarray:
@@ -106,7 +114,7 @@ def _load_tfds_split(split: str, tfds_data_dir: str | None) -> np.ndarray:
             f"download): {type(error).__name__}: {error}. Without a network, pass --data-dir with a "
             f"folder holding {' and '.join(LOCAL_FILES.values())}."
         ) from None
-    records = source.__getitems__(range(len(source)))
+    records = [source[index] for index in range(len(source))]
     # TFDS stores the PNGs as RGB with white (255) paper.
     ink = np.stack([record["image"][..., 0] < 128 for record in records])
     labels = np.array([record["label"] for record in records])

@@ -13,10 +13,19 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 class MetaState(NamedTuple):
-    """The whole training state of a meta-learner: a pytree of arrays."""
+    """The whole training state of a meta-learner: a pytree of arrays.
+
+    Attributes:
+      params: the meta-learned initial weights.
+      opt_state: the outer optimizer's state.
+      inner_opt_state: the state the inner optimizer starts each task from
+        (e.g. Adam's second moments), for learners that carry it across tasks.
+      step: meta-steps taken.
+    """
 
     params: Params
     opt_state: optax.OptState
+    inner_opt_state: optax.OptState
     step: jax.Array
 
 
@@ -27,9 +36,9 @@ class MetaLearner(NamedTuple):
       init: ``init(params) -> MetaState``.
       step: ``step(state, tasks, *, key) -> (state, metrics)``: one meta-update
         on a ``TaskBatch``.
-      adapt: ``adapt(params, support_x, support_y, *, key) -> params``: fine-tunes
+      adapt: ``adapt(state, support_x, support_y, *, key) -> params``: fine-tunes
         on ONE task's support set with the evaluation inner loop.
-      evaluate: ``evaluate(params, tasks, *, key) -> metrics``: adapts on each
+      evaluate: ``evaluate(state, tasks, *, key) -> metrics``: adapts on each
         task's support set and scores its query set; per-task arrays ``[tasks]``
         (``loss``, and ``accuracy`` for integer labels).
     """

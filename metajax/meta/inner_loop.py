@@ -24,11 +24,11 @@ def minibatch_indices(key: jax.Array, num_examples: int, batch_size: int, num_ba
 
 def make_adapt(
     apply_fn: ApplyFn, loss_fn: LossFn, optimizer: optax.GradientTransformation, steps: int, batch_size: int
-) -> Callable[..., tuple[Params, jax.Array]]:
-    """Returns ``adapt(params, x, y, *, key) -> (adapted_params, losses[steps])`` for ONE task.
+) -> Callable[..., tuple[Params, optax.OptState, jax.Array]]:
+    """Returns ``adapt(params, opt_state, x, y, *, key) -> (params, opt_state, losses[steps])`` for ONE task.
 
-    ``steps`` optimizer steps on ``batch_size`` mini-batches, as one ``lax.scan``;
-    the optimizer state starts fresh for every task.
+    ``steps`` optimizer steps on ``batch_size`` mini-batches, as one ``lax.scan``,
+    starting from the given optimizer state.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"inner steps and inner batch must be >= 1, got steps={steps}, batch_size={batch_size}")
@@ -36,7 +36,9 @@ def make_adapt(
     def batch_loss(params, x, y):
         return loss_fn(apply_fn(params, x), y)
 
-    def adapt(params: Params, x: jax.Array, y: jax.Array, *, key: jax.Array) -> tuple[Params, jax.Array]:
+    def adapt(
+        params: Params, opt_state: optax.OptState, x: jax.Array, y: jax.Array, *, key: jax.Array
+    ) -> tuple[Params, optax.OptState, jax.Array]:
         batches = minibatch_indices(key, x.shape[0], batch_size, steps)
 
         def inner_step(carry, batch):
@@ -45,7 +47,12 @@ def make_adapt(
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        (adapted, _), losses = lax.scan(inner_step, (params, optimizer.init(params)), batches)
-        return adapted, losses
+        (adapted, opt_state), losses = lax.scan(inner_step, (params, opt_state), batches)
+        return adapted, opt_state, losses
 
     return adapt
+
+
+def mean_over_tasks(tree):
+    """Averages a pytree with a leading task axis; integer leaves (step counts) are equal across tasks."""
+    return jax.tree.map(lambda a: a[0] if jnp.issubdtype(a.dtype, jnp.integer) else jnp.mean(a, axis=0), tree)

@@ -11,10 +11,16 @@ over ``meta_iters`` steps, as in the paper. We express the outer update as
 ``optax.sgd`` on the "gradient" ``params - mean(adapted)`` with an
 ``optax.linear_schedule``, which is exactly that formula.
 
-One difference from the paper's code: there the inner Adam state persists from
-task to task across meta-training, which is inherently sequential; here every
-task starts with a fresh inner optimizer state so that tasks are independent and
-the meta-batch is a ``vmap``.
+The inner optimizer's state (Adam's second moments) persists across tasks, as
+in the paper's code, where it is never reset during meta-training and every
+evaluation task starts from its meta-trained value. That code runs the tasks of
+a meta-batch one after another, each continuing the previous task's Adam
+state; here they run in parallel (a ``vmap``) from the same carried state, and
+the carried state becomes the mean of their final states. A fresh state per
+task (``reset_inner_optimizer=True``) turns the first Adam steps into
+sign-gradient steps of size ``lr`` on every weight; with the paper's settings
+that reached 74.7% instead of 97.7% (transductive 5-way 1-shot, 100k
+iterations; benchmarks/RESULTS.md).
 """
 
 import jax
@@ -23,7 +29,7 @@ import optax
 
 from metajax.data.tasks import TaskBatch, check_task_batch
 from metajax.meta.base import ApplyFn, LossFn, MetaLearner, MetaState, Params
-from metajax.meta.inner_loop import make_adapt
+from metajax.meta.inner_loop import make_adapt, mean_over_tasks
 
 
 def reptile(
@@ -39,6 +45,7 @@ def reptile(
     eval_inner_steps: int | None = None,
     eval_inner_batch: int | None = None,
     transductive: bool = False,
+    reset_inner_optimizer: bool = False,
 ) -> MetaLearner:
     """Builds Reptile as pure functions.
 
@@ -57,6 +64,8 @@ def reptile(
         batch-norm statistics shared); otherwise each query example is predicted
         in a batch with the support set alone, as the paper's non-transductive
         setting.
+      reset_inner_optimizer: start every task from a fresh inner optimizer
+        state instead of the carried one (see the module docstring).
 
     Returns:
       A ``MetaLearner``; jit ``step`` and ``evaluate`` (they are pure).
@@ -67,6 +76,7 @@ def reptile(
       ...                   inner_steps=5, inner_batch=10, meta_iters=1000)
       >>> state = learner.init(params)
       >>> state, metrics = jax.jit(learner.step)(state, tasks, key=key)
+      >>> accuracy = learner.evaluate(state, test_tasks, key=key)["accuracy"]
     """
     if meta_iters < 1:
         raise ValueError(f"meta_iters must be >= 1, got {meta_iters}")
@@ -78,18 +88,31 @@ def reptile(
     )
 
     def init(params: Params) -> MetaState:
-        return MetaState(params=params, opt_state=outer_optimizer.init(params), step=jnp.zeros((), jnp.int32))
+        return MetaState(
+            params=params,
+            opt_state=outer_optimizer.init(params),
+            inner_opt_state=inner_optimizer.init(params),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def starting_inner_state(state: MetaState) -> optax.OptState:
+        return inner_optimizer.init(state.params) if reset_inner_optimizer else state.inner_opt_state
 
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
         check_task_batch(tasks)
         task_keys = jax.random.split(key, tasks.num_tasks)
-        adapted, losses = jax.vmap(lambda x, y, k: train_adapt(state.params, x, y, key=k))(
+        inner_start = starting_inner_state(state)
+        adapted, inner_states, losses = jax.vmap(lambda x, y, k: train_adapt(state.params, inner_start, x, y, key=k))(
             tasks.support_x, tasks.support_y, task_keys
         )
-        mean_adapted = jax.tree.map(lambda a: jnp.mean(a, axis=0), adapted)
-        meta_gradient = jax.tree.map(jnp.subtract, state.params, mean_adapted)
+        meta_gradient = jax.tree.map(jnp.subtract, state.params, mean_over_tasks(adapted))
         updates, opt_state = outer_optimizer.update(meta_gradient, state.opt_state, state.params)
-        new_state = MetaState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
+        new_state = MetaState(
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            inner_opt_state=state.inner_opt_state if reset_inner_optimizer else mean_over_tasks(inner_states),
+            step=state.step + 1,
+        )
         metrics = {
             "inner_loss_first": jnp.mean(losses[:, 0]),
             "inner_loss_last": jnp.mean(losses[:, -1]),
@@ -97,8 +120,8 @@ def reptile(
         }
         return new_state, metrics
 
-    def adapt(params: Params, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
-        return eval_adapt(params, support_x, support_y, key=key)[0]
+    def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
+        return eval_adapt(state.params, starting_inner_state(state), support_x, support_y, key=key)[0]
 
     def predict(params: Params, support_x: jax.Array, query_x: jax.Array) -> jax.Array:
         if transductive:
@@ -106,17 +129,17 @@ def reptile(
         # Batch statistics from the support set and one query example at a time.
         return jax.vmap(lambda q: apply_fn(params, jnp.concatenate([support_x, q[None]]))[-1])(query_x)
 
-    def evaluate_one(params, support_x, support_y, query_x, query_y, key):
-        adapted = adapt(params, support_x, support_y, key=key)
+    def evaluate_one(state, support_x, support_y, query_x, query_y, key):
+        adapted = adapt(state, support_x, support_y, key=key)
         predictions = predict(adapted, support_x, query_x)
         metrics = {"loss": loss_fn(predictions, query_y)}
         if jnp.issubdtype(query_y.dtype, jnp.integer):
             metrics["accuracy"] = jnp.mean(jnp.argmax(predictions, axis=-1) == query_y)
         return metrics
 
-    def evaluate(params: Params, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
+    def evaluate(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
         check_task_batch(tasks)
         task_keys = jax.random.split(key, tasks.num_tasks)
-        return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0, 0))(params, *tasks, task_keys)
+        return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0, 0))(state, *tasks, task_keys)
 
     return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)

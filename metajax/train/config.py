@@ -38,6 +38,7 @@ class ReptileConfig:
     eval_tasks: int | None = None
     eval_chunk: int | None = None
     transductive: bool = False
+    reset_inner_optimizer: bool = False
     seed: int = 0
     log_every: int | None = None
     conv_impl: Literal["slices", "patches", "lax"] = "slices"

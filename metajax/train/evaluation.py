@@ -43,10 +43,10 @@ def evaluate_tasks(
 def sample_and_evaluate(
     evaluate: Callable[..., dict[str, jax.Array]], sample: Callable[[jax.Array, int], TaskBatch], chunk_size: int
 ) -> Callable[..., dict[str, jax.Array]]:
-    """``(params, key) -> per-task metrics`` for ``chunk_size`` tasks sampled from ``key``."""
+    """``(state, key) -> per-task metrics`` for ``chunk_size`` tasks sampled from ``key``."""
 
-    def evaluate_chunk(params, key):
+    def evaluate_chunk(state, key):
         sample_key, adapt_key = jax.random.split(key)
-        return evaluate(params, sample(sample_key, chunk_size), key=adapt_key)
+        return evaluate(state, sample(sample_key, chunk_size), key=adapt_key)
 
     return evaluate_chunk

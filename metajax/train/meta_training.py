@@ -75,6 +75,7 @@ def _build(config: ReptileConfig):
             eval_inner_steps=config.eval_inner_steps,
             eval_inner_batch=config.eval_inner_batch,
             transductive=transductive,
+            reset_inner_optimizer=config.reset_inner_optimizer,
         )
 
     return model, example, learner, train_sampler, test_sampler
@@ -170,7 +171,7 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
         eval_bar = tqdm(total=config.eval_tasks, desc=f"evaluating ({mode})", unit="task", disable=not show_progress)
         # The same key in both modes: the same test tasks and inner mini-batches.
         scores[mode] = evaluate_tasks(
-            lambda k, evaluate_chunk=evaluate_chunk: evaluate_chunk(state.params, k),
+            lambda k, evaluate_chunk=evaluate_chunk: evaluate_chunk(state, k),
             key=eval_key,
             num_tasks=config.eval_tasks,
             chunk_size=config.eval_chunk,
@@ -198,12 +199,12 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
             )
     else:
         summary["test_mse"], summary["test_mse_ci95"] = mean_and_ci95(headline["loss"])
-        summary["plot"] = str(_plot_sinusoid_fits(model, learner, state.params, config, workdir / "sinusoid_fits.png"))
+        summary["plot"] = str(_plot_sinusoid_fits(model, learner, state, config, workdir / "sinusoid_fits.png"))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _plot_sinusoid_fits(model, learner, params, config: ReptileConfig, path: Path) -> Path:
+def _plot_sinusoid_fits(model, learner, state, config: ReptileConfig, path: Path) -> Path:
     """Draws a few test tasks: the truth, the support points, before and after adaptation."""
     import matplotlib
 
@@ -216,9 +217,9 @@ def _plot_sinusoid_fits(model, learner, params, config: ReptileConfig, path: Pat
     grid = jnp.linspace(*INPUT_RANGE, 200)[:, None]
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.5), sharey=True)
     for index, axis in enumerate(axes):
-        adapted = learner.adapt(params, tasks.support_x[index], tasks.support_y[index], key=jax.random.key(index))
+        adapted = learner.adapt(state, tasks.support_x[index], tasks.support_y[index], key=jax.random.key(index))
         axis.plot(grid, sinusoid_task(amplitudes[index], phases[index], grid), "k-", label="task")
-        axis.plot(grid, model.apply(params, grid), "b:", label="meta-learned init")
+        axis.plot(grid, model.apply(state.params, grid), "b:", label="meta-learned init")
         axis.plot(grid, model.apply(adapted, grid), "r--", label=f"after {config.eval_inner_steps} steps")
         axis.plot(tasks.support_x[index], tasks.support_y[index], "ko", label=f"{config.shots} support points")
         axis.set_xlabel("x")

@@ -1,0 +1,83 @@
+"""The ``metajax`` command end to end on tiny settings, and its errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from metajax.cli import main
+from metajax.train import mean_and_ci95
+
+TINY_SINUSOID = ["--meta-iters", "60", "--log-every", "20", "--eval-tasks", "20", "--eval-chunk", "10", "--no-progress"]
+
+
+def test_sinusoid_default_run_writes_summary_log_and_plot(tmp_path, capsys):
+    assert main(["reptile", *TINY_SINUSOID, "--workdir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["dataset"] == "sinusoid" and summary["config"]["meta_iters"] == 60
+    assert summary["meta_iters_done"] == 60
+    assert summary["test_mse"] > 0 and summary["test_mse_ci95"] > 0 and summary["meta_tasks_per_second"] > 0
+    assert summary["metajax_version"]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [20, 40, 60]
+    assert (tmp_path / "sinusoid_fits.png").read_bytes()[:4] == b"\x89PNG"
+    assert "test MSE (20 tasks)" in capsys.readouterr().out
+
+
+def test_same_seed_same_results(tmp_path):
+    for name in ("a", "b"):
+        assert main(["reptile", *TINY_SINUSOID, "--seed", "3", "--workdir", str(tmp_path / name)]) == 0
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("a", "b"))
+    assert a["test_mse"] == b["test_mse"] and a["final_inner_loss"] == b["final_inner_loss"]
+
+
+def test_omniglot_tiny_run(omniglot_dir, tmp_path, capsys):
+    args = [
+        "reptile", "--dataset", "omniglot", "--data-dir", str(omniglot_dir), "--ways", "3", "--shots", "1",
+        "--train-shots", "2", "--meta-batch", "2", "--inner-steps", "2", "--inner-batch", "4", "--meta-iters", "4",
+        "--log-every", "2", "--eval-tasks", "8", "--eval-chunk", "4", "--eval-inner-steps", "2", "--no-progress",
+        "--workdir", str(tmp_path),
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for mode in ("transductive", "non_transductive"):
+        assert 0.0 <= summary[f"test_accuracy_{mode}"] <= 1.0
+    assert summary["test_accuracy"] == summary["test_accuracy_non_transductive"]
+    assert "test accuracy, non-transductive (8 tasks)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "omniglot", "--data-dir", "/no/such/folder"], "Omniglot data folder /no/such/folder does not exist"),
+        (["--dataset", "omniglot", "--shots", "19", "--query-shots", "2"], "shots \\+ query-shots = 21, but Omniglot has only 20"),
+        (["--dataset", "omniglot", "--train-shots", "25"], "train-shots = 25, but Omniglot has only 20"),
+        (["--ways", "5"], "sinusoid regression has no classes: ways must be 1"),
+        (["--inner-lr", "-1"], "inner-lr must be > 0"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_fail_fast_with_one_line(tmp_path, capsys, args, message):
+    assert main(["reptile", *args, "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("metajax reptile: error:") and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err), err
+
+
+def test_ways_beyond_the_evaluation_classes(omniglot_dir, tmp_path, capsys):
+    assert main(["reptile", "--dataset", "omniglot", "--data-dir", str(omniglot_dir), "--ways", "700",
+                 "--workdir", str(tmp_path)]) == 2  # fmt: skip
+    assert "ways=700 is more than the 659 classes available" in capsys.readouterr().err
+
+
+def test_non_positive_sizes_are_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reptile", "--meta-batch", "0"])
+    assert exit_info.value.code == 2
+    assert "--meta-batch: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_confidence_interval_formula():
+    values = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    mean, half_width = mean_and_ci95(values)
+    assert mean == pytest.approx(0.6)
+    assert half_width == pytest.approx(1.959963984540054 * values.std(ddof=1) / np.sqrt(5))
