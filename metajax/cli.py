@@ -66,20 +66,30 @@ def _add_reptile_parser(subparsers) -> None:
 
 def _print_table(summary: dict) -> None:
     config = summary["config"]
+    if config["dataset"] == "omniglot":
+        task = f"{config['ways']}-way {config['shots']}-shot"
+    else:
+        task = f"{config['shots']}-shot regression"
     rows = [
         ("dataset", config["dataset"]),
-        ("task", f"{config['ways']}-way {config['shots']}-shot" if config["dataset"] == "omniglot" else f"{config['shots']}-shot regression"),
+        ("task", task),
         ("meta-iterations", summary["meta_iters_done"]),
         ("meta-training tasks/s", f"{summary['meta_tasks_per_second']:.1f}"),
         ("train seconds", f"{summary['train_seconds']:.1f}"),
-    ]  # fmt: skip
+    ]
     if "test_accuracy" in summary:
         # The configured mode first: it is the headline test_accuracy.
-        for mode in sorted(("transductive", "non_transductive"), key=lambda m: (m == "transductive") != config["transductive"]):
-            accuracy = f"{100 * summary[f'test_accuracy_{mode}']:.2f} +- {100 * summary[f'test_accuracy_{mode}_ci95']:.2f} %"
+        for mode in sorted(
+            ("transductive", "non_transductive"), key=lambda m: (m == "transductive") != config["transductive"]
+        ):
+            accuracy = (
+                f"{100 * summary[f'test_accuracy_{mode}']:.2f} +- {100 * summary[f'test_accuracy_{mode}_ci95']:.2f} %"
+            )
             rows.append((f"test accuracy, {mode.replace('_', '-')} ({config['eval_tasks']} tasks)", accuracy))
     else:
-        rows.append((f"test MSE ({config['eval_tasks']} tasks)", f"{summary['test_mse']:.4f} +- {summary['test_mse_ci95']:.4f}"))
+        rows.append(
+            (f"test MSE ({config['eval_tasks']} tasks)", f"{summary['test_mse']:.4f} +- {summary['test_mse_ci95']:.4f}")
+        )
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -146,7 +146,9 @@ def test_meta_step_moves_params_toward_adapted_weights():
     state, _ = jax.jit(learner.step)(learner.init(params), tasks, key=key)
     # adapt() uses the evaluation inner loop, which defaults to the training one.
     keys = jax.random.split(key, TASKS)
-    adapted = [learner.adapt(learner.init(params), tasks.support_x[t], tasks.support_y[t], key=keys[t]) for t in range(TASKS)]
+    adapted = [
+        learner.adapt(learner.init(params), tasks.support_x[t], tasks.support_y[t], key=keys[t]) for t in range(TASKS)
+    ]
     chex.assert_trees_all_close(state.params, jax.tree.map(lambda *a: sum(a) / TASKS, *adapted), rtol=RTOL, atol=ATOL)
 
 
@@ -192,10 +194,7 @@ class TestEvaluate:
                 logits = model.apply(adapted, tasks.query_x[t])
             else:  # Each query example shares batch statistics with the support set only.
                 logits = jnp.stack(
-                    [
-                        model.apply(adapted, jnp.concatenate([tasks.support_x[t], q[None]]))[-1]
-                        for q in tasks.query_x[t]
-                    ]
+                    [model.apply(adapted, jnp.concatenate([tasks.support_x[t], q[None]]))[-1] for q in tasks.query_x[t]]
                 )
             expected = np.mean(np.argmax(logits, -1) == np.asarray(tasks.query_y[t]))
             np.testing.assert_allclose(metrics["accuracy"][t], expected)
@@ -207,7 +206,7 @@ class TestEvaluate:
         model, params, tasks = _tiny_conv_problem()
         key = jax.random.key(5)
         learners = [self._learner(model, mode) for mode in (True, False)]
-        transductive, inductive = (l.evaluate(l.init(params), tasks, key=key)["loss"] for l in learners)
+        transductive, inductive = (lrn.evaluate(lrn.init(params), tasks, key=key)["loss"] for lrn in learners)
         assert not np.allclose(transductive, inductive)
 
     def test_regression_reports_loss_only(self):

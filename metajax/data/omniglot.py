@@ -61,9 +61,7 @@ def to_class_bank(ink: np.ndarray, labels: np.ndarray, source: str) -> np.ndarra
     )
     grouped = np.take_along_axis(grouped, canonical[:, :, None, None], axis=1)
     resized = jax.jit(
-        lambda x: jax.image.resize(
-            x, (*x.shape[:2], IMAGE_SIZE, IMAGE_SIZE), method="linear", antialias=True
-        )
+        lambda x: jax.image.resize(x, (*x.shape[:2], IMAGE_SIZE, IMAGE_SIZE), method="linear", antialias=True)
     )(jnp.asarray(grouped, jnp.float32))
     # The antialiasing filter overshoots by rounding (1.0000002): keep pixels in [0, 1].
     return np.clip(np.asarray(resized), 0.0, 1.0)[..., None]

@@ -43,7 +43,8 @@ def check_task_batch(tasks: TaskBatch, name: str = "tasks") -> None:
         )
     if support_y[:2] != support_x[:2]:
         raise ValueError(
-            f"{name}.support_y must have shape [tasks, support_size, ...] = {support_x[:2]} + ..., got shape {support_y}"
+            f"{name}.support_y must have shape [tasks, support_size, ...] = {support_x[:2]} + ..., "
+            f"got shape {support_y}"
         )
     if query_x[0] != support_x[0] or query_x[2:] != support_x[2:]:
         raise ValueError(
@@ -51,6 +52,4 @@ def check_task_batch(tasks: TaskBatch, name: str = "tasks") -> None:
             f"(same tasks and example shape as support_x), got shape {query_x}"
         )
     if query_y[:2] != query_x[:2] or query_y[2:] != support_y[2:]:
-        raise ValueError(
-            f"{name}.query_y must have shape {query_x[:2] + support_y[2:]}, got shape {query_y}"
-        )
+        raise ValueError(f"{name}.query_y must have shape {query_x[:2] + support_y[2:]}, got shape {query_y}")

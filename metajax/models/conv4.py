@@ -74,7 +74,9 @@ class StridedConv(nn.Module):
             patches = lax.conv_general_dilated_patches(
                 x, (k, k), (s, s), "SAME", dimension_numbers=("NHWC", "OIHW", "NHWC")
             )  # features ordered (in, kh, kw)
-            return _contract_last(patches, kernel.reshape(-1, k, k, in_features).transpose(0, 3, 1, 2).reshape(kernel.shape))
+            return _contract_last(
+                patches, kernel.reshape(-1, k, k, in_features).transpose(0, 3, 1, 2).reshape(kernel.shape)
+            )
         if self.impl == "lax":
             hwio = kernel.T.reshape(k, k, in_features, self.features)
             return lax.conv_general_dilated(x, hwio, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -70,7 +70,9 @@ class ReptileConfig:
         if self.eval_tasks < 2:
             raise ValueError(f"eval-tasks must be at least 2 for a confidence interval, got {self.eval_tasks}")
         if self.inner_optimizer not in INNER_OPTIMIZERS:
-            raise ValueError(f"inner-optimizer must be one of {', '.join(INNER_OPTIMIZERS)}, got {self.inner_optimizer!r}")
+            raise ValueError(
+                f"inner-optimizer must be one of {', '.join(INNER_OPTIMIZERS)}, got {self.inner_optimizer!r}"
+            )
         if not self.inner_lr > 0:
             raise ValueError(f"inner-lr must be > 0, got {self.inner_lr}")
         if self.dataset == "sinusoid" and self.ways != 1:

@@ -34,7 +34,10 @@ def _check_against_data(config: ReptileConfig) -> None:
     """Fails before any heavy work when the data cannot supply the tasks asked for."""
     if config.dataset != "omniglot":
         return
-    for name, needed in (("shots + query-shots", config.shots + config.query_shots), ("train-shots", config.train_shots)):
+    for name, needed in (
+        ("shots + query-shots", config.shots + config.query_shots),
+        ("train-shots", config.train_shots),
+    ):
         if needed > EXAMPLES_PER_CLASS:
             raise ValueError(f"{name} = {needed}, but Omniglot has only {EXAMPLES_PER_CLASS} examples per class")
 
@@ -130,6 +133,8 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
     log_path.write_text("")
     steady_seconds, steady_steps, started = 0.0, 0, time.perf_counter()
     bar = tqdm(total=config.meta_iters, desc="meta-training", unit="it", disable=not show_progress)
+    # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
+    print_every = config.log_every * max(1, round(config.meta_iters / config.log_every / 20))
     while int(state.step) < config.meta_iters:
         num_steps = min(config.log_every, config.meta_iters - int(state.step))
         chunk_start = time.perf_counter()
@@ -152,6 +157,12 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
         }
         with log_path.open("a") as log:
             log.write(json.dumps(record) + "\n")
+        if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
+            tqdm.write(
+                f"step {record['step']}/{config.meta_iters}  inner loss {record['inner_loss_first']:.4f} -> "
+                f"{record['inner_loss_last']:.4f}  meta step size {record['meta_step_size']:.4f}  "
+                f"tasks/s {record['tasks_per_second']:.1f}"
+            )
         bar.update(num_steps)
         bar.set_postfix(loss=f"{record['inner_loss_last']:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
     bar.close()
