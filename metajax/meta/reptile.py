@@ -17,9 +17,8 @@ evaluation task starts from its meta-trained value. That code runs the tasks of
 a meta-batch one after another, each continuing the previous task's Adam
 state; here they run in parallel (a ``vmap``) from the same carried state, and
 the carried state becomes the mean of their final states.
-``reset_inner_optimizer=True`` starts every task from a fresh state instead (as
-per-task loops such as learn2learn's do); after 3000 iterations on Omniglot the
-two were within their confidence intervals (benchmarks/RESULTS.md).
+``reset_inner_optimizer=True`` starts every task from a fresh state instead, as
+per-task loops such as learn2learn's do (benchmarks/RESULTS.md compares them).
 """
 
 import jax

@@ -79,23 +79,13 @@ class StridedConv(nn.Module):
             )
         if self.impl == "lax":
             hwio = kernel.T.reshape(k, k, in_features, self.features)
-            return lax.conv_general_dilated(
-                x, hwio, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=lax.Precision.HIGHEST
-            )
+            return lax.conv_general_dilated(x, hwio, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         raise ValueError(f"impl must be 'slices', 'patches' or 'lax', got {self.impl!r}")
 
 
 def _contract_last(patches: jax.Array, kernel: jax.Array) -> jax.Array:
-    """``[..., features_in] x [out, features_in] -> [..., out]`` in full float32.
-
-    XLA's default on recent NVIDIA GPUs rounds float32 matmul inputs to TF32 (10
-    mantissa bits). Reptile's inner Adam divides each gradient by its running
-    scale, which turns that rounding noise into full-size steps: with TF32 the
-    inner loss after 5 steps stalled near 0.43 instead of 0.26 (2000 iterations)
-    and 5-way 1-shot accuracy fell to 75% (an H200 run, and the same run on CPU
-    with TF32 rounding emulated; benchmarks/RESULTS.md). So: HIGHEST precision.
-    """
-    return lax.dot_general(patches, kernel, (((patches.ndim - 1,), (1,)), ((), ())), precision=lax.Precision.HIGHEST)
+    """``[..., features_in] x [out, features_in] -> [..., out]``."""
+    return lax.dot_general(patches, kernel, (((patches.ndim - 1,), (1,)), ((), ())))
 
 
 def _patches_by_slicing(x: jax.Array, kernel_size: int, stride: int) -> jax.Array:
@@ -128,5 +118,4 @@ class Conv4(nn.Module):
         for _ in range(self.depth):
             x = StridedConv(self.features, impl=self.conv_impl)(x)
             x = nn.relu(BatchStatNorm()(x))
-        # Full float32 for the same reason as the convolutions (see _contract_last).
-        return nn.Dense(self.num_classes, precision=lax.Precision.HIGHEST)(x.reshape(x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))

@@ -4,7 +4,6 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
-from jax import lax
 
 
 class MLP(nn.Module):
@@ -15,7 +14,6 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        # Full float32 on GPUs too, as Conv4 (see metajax/models/conv4.py).
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width, precision=lax.Precision.HIGHEST)(x))
-        return nn.Dense(self.out_features, precision=lax.Precision.HIGHEST)(x)
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.out_features)(x)
