@@ -18,7 +18,9 @@ a meta-batch one after another, each continuing the previous task's Adam
 state; here they run in parallel (a ``vmap``) from the same carried state, and
 the carried state becomes the mean of their final states.
 ``reset_inner_optimizer=True`` starts every task from a fresh state instead, as
-per-task loops such as learn2learn's do (benchmarks/RESULTS.md compares them).
+per-task loops commonly do; the first Adam steps are then sign-gradient steps of
+size ``lr`` on every weight, and Omniglot 5-way 1-shot accuracy fell by ten
+points (benchmarks/RESULTS.md).
 """
 
 import jax
