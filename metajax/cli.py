@@ -79,9 +79,8 @@ def _print_table(summary: dict) -> None:
     ]
     if "test_accuracy" in summary:
         # The configured mode first: it is the headline test_accuracy.
-        for mode in sorted(
-            ("transductive", "non_transductive"), key=lambda m: (m == "transductive") != config["transductive"]
-        ):
+        modes = ("transductive", "non_transductive")
+        for mode in modes if config["transductive"] else modes[::-1]:
             accuracy = (
                 f"{100 * summary[f'test_accuracy_{mode}']:.2f} +- {100 * summary[f'test_accuracy_{mode}_ci95']:.2f} %"
             )

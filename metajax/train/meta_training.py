@@ -84,6 +84,11 @@ def _build(config: ReptileConfig):
     return model, example, learner, train_sampler, test_sampler
 
 
+def _mode_name(transductive: bool) -> str:
+    """The key under which an evaluation mode's scores are reported."""
+    return "transductive" if transductive else "non_transductive"
+
+
 def _load_banks(config: ReptileConfig) -> tuple[jax.Array, jax.Array]:
     if config.dataset == "omniglot":
         banks = load_omniglot(config.data_dir)
@@ -178,7 +183,7 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
         evaluate_chunk = jax.jit(
             sample_and_evaluate(make_learner(transductive).evaluate, test_sampler(test_bank), config.eval_chunk)
         )
-        mode = "transductive" if transductive else "non_transductive"
+        mode = _mode_name(transductive)
         eval_bar = tqdm(total=config.eval_tasks, desc=f"evaluating ({mode})", unit="task", disable=not show_progress)
         # The same key in both modes: the same test tasks and inner mini-batches.
         scores[mode] = evaluate_tasks(
@@ -189,7 +194,7 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
             progress=eval_bar.update,
         )
         eval_bar.close()
-    headline = scores["transductive" if config.transductive else "non_transductive"]
+    headline = scores[_mode_name(config.transductive)]
 
     summary: dict[str, Any] = {
         "algorithm": "reptile",
