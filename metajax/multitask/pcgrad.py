@@ -1,0 +1,60 @@
+"""Gradient surgery for multi-task learning (PCGrad) as an optax-style transform.
+
+Yu, Kumar, Gupta, Levine, Hausman & Finn, "Gradient Surgery for Multi-Task
+Learning", NeurIPS 2020 (arXiv 2001.06782).
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+
+def project_conflicting(task_gradients: jax.Array, *, key: jax.Array) -> jax.Array:
+    """PCGrad on flat gradients: ``[tasks, parameters] -> [parameters]``.
+
+    For each task i, and the other tasks j in a random order, when g_i
+    conflicts with the original g_j (negative dot product) g_i loses its
+    component along g_j; the projected gradients are summed.
+    """
+    num_tasks = task_gradients.shape[0]
+
+    def project_one(task, order_key):
+        def project(gradient, other):
+            other_gradient = task_gradients[other]
+            dot = jnp.vdot(gradient, other_gradient)
+            conflict = (other != task) & (dot < 0)
+            scale = jnp.where(conflict, dot / jnp.maximum(jnp.vdot(other_gradient, other_gradient), 1e-20), 0.0)
+            return gradient - scale * other_gradient, None
+
+        projected, _ = jax.lax.scan(project, task_gradients[task], jax.random.permutation(order_key, num_tasks))
+        return projected
+
+    projected = jax.vmap(project_one)(jnp.arange(num_tasks), jax.random.split(key, num_tasks))
+    return jnp.sum(projected, axis=0)
+
+
+def pcgrad() -> optax.GradientTransformationExtraArgs:
+    """A transform whose ``update`` takes per-task gradients (a leading task axis on every leaf).
+
+    It returns one combined gradient with the shapes of the parameters, to
+    chain before an optimizer; ``update`` needs the keyword ``key`` for the
+    random order of the projections.
+
+    Example::
+
+        surgery = pcgrad()
+        combined, _ = surgery.update(task_grads, surgery.init(params), key=key)
+    """
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(task_updates, state, params=None, *, key):
+        del params
+        flat = jax.vmap(lambda tree: ravel_pytree(tree)[0])(task_updates)
+        _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], task_updates))
+        return unravel(project_conflicting(flat, key=key)), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
