@@ -7,8 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from metajax.data.errors import DataError
+from metajax.train import meta_training, multitask_training
 from metajax.train.config import DATASETS, INNER_OPTIMIZERS, ReptileConfig
-from metajax.train.meta_training import TrainingDiverged, train_and_evaluate
+from metajax.train.meta_training import TrainingDiverged
+from metajax.train.multitask_config import LOSS_WEIGHTINGS, MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
 
 
 def _positive_int(text: str) -> int:
@@ -64,6 +66,62 @@ def _add_reptile_parser(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_mmoe_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "mmoe",
+        help="train a multi-task model (MMoE and its baselines) and score every task",
+        description=(
+            "Multi-task learning (Ma et al. 2018). With no arguments: MMoE on the paper's synthetic pair of "
+            "correlated regression tasks, which needs no files."
+        ),
+    )
+    parser.add_argument("--dataset", choices=MULTITASK_DATASETS, default="synthetic")
+    parser.add_argument(
+        "--data-dir", help="folder with census-income.test.gz (and census-income.data.gz if you have it)"
+    )
+    parser.add_argument("--model", choices=MULTITASK_MODELS, default="mmoe")
+    parser.add_argument("--correlation", type=float, default=0.5, help="correlation p of the synthetic tasks")
+    parser.add_argument("--experts", type=_positive_int, default=8, help="experts (shared experts for cgc/ple)")
+    parser.add_argument("--expert-units", type=_positive_int, help="units of each expert's ReLU layer")
+    parser.add_argument("--tower-units", type=_positive_int, default=8, help="units of each tower's hidden layer")
+    parser.add_argument("--bottom-units", type=_positive_int, help="shared-bottom width (default experts x units)")
+    parser.add_argument("--task-experts", type=_positive_int, default=2, help="experts owned by each task (cgc/ple)")
+    parser.add_argument("--levels", type=_positive_int, default=2, help="extraction levels of ple")
+    parser.add_argument(
+        "--census-tasks",
+        type=lambda text: tuple(text.split(",")),
+        default=("income", "never_married"),
+        help="comma-separated census tasks from income, never_married, college",
+    )
+    parser.add_argument("--weighting", choices=LOSS_WEIGHTINGS, default="equal", help="how task losses combine")
+    parser.add_argument("--pcgrad", action="store_true", help="project conflicting task gradients (PCGrad)")
+    parser.add_argument("--learning-rate", type=float, help="Adam's learning rate")
+    parser.add_argument("--epochs", type=_positive_int)
+    parser.add_argument("--batch-size", type=_positive_int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default="runs/mmoe", help="where metrics.jsonl and summary.json go")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _print_mmoe_table(summary: dict) -> None:
+    config = summary["config"]
+    rows = [
+        ("dataset", config["dataset"]),
+        ("model", config["model"]),
+        ("epochs (best validation)", f"{config['epochs']} ({summary['best_epoch']})"),
+        ("examples/s", f"{summary['examples_per_second']:.0f}"),
+        ("train seconds", f"{summary['train_seconds']:.1f}"),
+    ]
+    for task, scores in summary["tasks"].items():
+        metric = "auc" if "auc" in scores else "mse"
+        rows.append((f"test {metric}, {task}", f"{scores[metric]:.4f}"))
+    for task, weights in summary.get("mean_gate_weights", {}).items():
+        rows.append((f"mean gate weights, {task}", " ".join(f"{w:.2f}" for w in weights)))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
 def _print_table(summary: dict) -> None:
     config = summary["config"]
     if config["dataset"] == "omniglot":
@@ -98,18 +156,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metajax", description="Meta-learning in pure JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_reptile_parser(subparsers)
+    _add_mmoe_parser(subparsers)
     args = parser.parse_args(argv)
 
     options = vars(args).copy()
     for name in ("command", "workdir", "no_progress"):
         options.pop(name)
+    config_class, runner, print_table = {
+        "reptile": (ReptileConfig, meta_training.train_and_evaluate, _print_table),
+        "mmoe": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
+    }[args.command]
     try:
-        config = ReptileConfig(**options)
-        summary = train_and_evaluate(config, args.workdir, show_progress=not args.no_progress)
+        summary = runner(config_class(**options), args.workdir, show_progress=not args.no_progress)
     except (ValueError, DataError, TrainingDiverged) as error:
         print(f"metajax {args.command}: error: {error}", file=sys.stderr)
         return 2
-    _print_table(summary)
+    print_table(summary)
     print(f"wrote {args.workdir}/summary.json")
     return 0
 

@@ -1,0 +1,161 @@
+"""Turns a multi-task model into a run: data, epochs, model selection, results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+import metajax
+from metajax.data.census_income import load_census_income
+from metajax.data.correlated_regression import correlated_regression_dataset
+from metajax.data.multitask import MultiTaskDataset
+from metajax.models import CGC, PLE, MMoE, OMoE, SharedBottom
+from metajax.multitask import gradnorm, multitask_trainer, pcgrad
+from metajax.multitask.evaluation import headline, score_split
+from metajax.multitask.weighting import WEIGHTINGS
+from metajax.train.meta_training import TrainingDiverged
+from metajax.train.multitask_config import MultiTaskConfig
+
+
+def build_model(config: MultiTaskConfig) -> nn.Module:
+    """The flax module ``config.model`` names, sized by the config."""
+    experts = {"num_tasks": config.num_tasks, "expert_widths": (config.expert_units,)}
+    towers = {"tower_hidden": (config.tower_units,)}
+    if config.model in ("mmoe", "omoe"):
+        constructor = MMoE if config.model == "mmoe" else OMoE
+        return constructor(num_experts=config.experts, **experts, **towers)
+    if config.model == "shared-bottom":
+        return SharedBottom(config.num_tasks, bottom_widths=(config.bottom_units,), **towers)
+    if config.model in ("cgc", "ple"):
+        levels = {"num_levels": config.levels} if config.model == "ple" else {}
+        constructor = PLE if config.model == "ple" else CGC
+        return constructor(
+            task_experts=config.task_experts, shared_experts=config.experts, **experts, **towers, **levels
+        )
+    raise ValueError(f"unknown model {config.model!r}")
+
+
+def load_dataset(config: MultiTaskConfig) -> MultiTaskDataset:
+    if config.dataset == "census":
+        return load_census_income(config.data_dir, tasks=config.census_tasks, seed=config.seed)
+    # The data seed is separate from the training seed's uses below.
+    return correlated_regression_dataset(jax.random.key(config.seed + 1_000_003), correlation=config.correlation)
+
+
+def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str):
+    weighting = gradnorm() if config.weighting == "gradnorm" else WEIGHTINGS[config.weighting]()
+    return multitask_trainer(
+        model.apply,
+        config.num_tasks,
+        optimizer=optax.adam(config.learning_rate),
+        task_loss=task_kind,
+        weighting=weighting,
+        gradient_surgery=pcgrad() if config.pcgrad else None,
+        batch_size=config.batch_size,
+    )
+
+
+def train_and_evaluate(config: MultiTaskConfig, workdir: str | Path, *, show_progress: bool = True) -> dict[str, Any]:
+    """Trains ``config.epochs`` epochs, scores the validation split after each, and the test split
+    with the parameters of the best validation epoch.
+
+    Writes ``workdir/metrics.jsonl`` (one line per epoch) and ``workdir/summary.json``.
+
+    Returns:
+      The summary dictionary written to ``summary.json``.
+    """
+    config = config.resolved()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config)
+    if dataset.train.x.shape[0] < config.batch_size:
+        raise ValueError(
+            f"batch-size {config.batch_size} is larger than the {dataset.train.x.shape[0]} training examples"
+        )
+    (task_kind,) = set(dataset.task_kinds)
+    train = jax.tree.map(jnp.asarray, dataset.train)
+
+    model = build_model(config)
+    trainer = build_trainer(config, model, task_kind)
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    state = trainer.init(model.init(init_key, train.x[:1]))
+    train_epoch = jax.jit(trainer.train_epoch, donate_argnums=0)
+    predict = jax.jit(model.apply)
+
+    def score(params, split):
+        return score_split(predict, params, split, dataset.task_names, dataset.task_kinds)
+
+    log_path = workdir / "metrics.jsonl"
+    log_path.write_text("")
+    steps_per_epoch = train.x.shape[0] // config.batch_size
+    best_value, best_epoch, best_params = -np.inf, 0, None
+    steady_seconds, started = 0.0, time.perf_counter()
+    bar = tqdm(range(1, config.epochs + 1), desc=f"training {config.model}", unit="epoch", disable=not show_progress)
+    for epoch in bar:
+        epoch_start = time.perf_counter()
+        state, metrics = train_epoch(state, train, key=jax.random.fold_in(train_key, epoch))
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - epoch_start
+        if epoch > 1:  # The first epoch includes compilation.
+            steady_seconds += elapsed
+        if not np.all(np.isfinite(metrics["task_losses"])):
+            raise TrainingDiverged(f"training loss became {metrics['task_losses']} in epoch {epoch}")
+        validation = score(state.params, dataset.validation)
+        value = headline(validation, dataset.task_kinds)
+        if value > best_value:
+            best_value, best_epoch = value, epoch
+            best_params = jax.tree.map(jnp.copy, state.params)
+        record = {
+            "epoch": epoch,
+            "step": int(state.step),
+            "train_task_losses": dict(zip(dataset.task_names, map(float, metrics["task_losses"]), strict=True)),
+            "task_weights": dict(zip(dataset.task_names, map(float, metrics["task_weights"]), strict=True)),
+            "validation": validation["tasks"],
+            "examples_per_second": steps_per_epoch * config.batch_size / elapsed,
+        }
+        with log_path.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+        bar.set_postfix(
+            {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
+        )
+    bar.close()
+    train_seconds = time.perf_counter() - started
+    if config.epochs == 1:
+        steady_seconds = train_seconds
+
+    test = score(best_params, dataset.test)
+    final_test = score(state.params, dataset.test)
+    summary: dict[str, Any] = {
+        "model": config.model,
+        "metajax_version": metajax.__version__,
+        "jax_version": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+        "config": dataclasses.asdict(config),
+        "data": {
+            "train_examples": int(dataset.train.x.shape[0]),
+            "validation_examples": int(dataset.validation.x.shape[0]),
+            "test_examples": int(dataset.test.x.shape[0]),
+            "features": int(dataset.train.x.shape[1]),
+            "tasks": list(dataset.task_names),
+        },
+        "best_epoch": best_epoch,
+        "tasks": test["tasks"],
+        "validation_tasks": score(best_params, dataset.validation)["tasks"],
+        "final_epoch_tasks": final_test["tasks"],
+        "examples_per_second": (max(config.epochs - 1, 1)) * steps_per_epoch * config.batch_size / steady_seconds,
+        "train_seconds": train_seconds,
+    }
+    if "mean_gate_weights" in test:
+        summary["mean_gate_weights"] = test["mean_gate_weights"]
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
