@@ -37,3 +37,12 @@ def omniglot_dir() -> Path:
     if not (folder / "images_background.npz").exists():
         pytest.skip(f"offline Omniglot not found at {folder} (see ../shared/data/README.md)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def census_dir() -> Path:
+    """The offline census-income copy beside the repository; skips when it is absent."""
+    folder = SHARED_DATA / "census_income"
+    if not (folder / "census-income.test.gz").exists():
+        pytest.skip(f"offline census-income not found at {folder} (see ../shared/data/README.md)")
+    return folder

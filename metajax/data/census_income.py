@@ -149,7 +149,9 @@ def census_dataset(
     splits = [
         MultiTaskBatch(encode(rows), census_labels(rows, tasks)) for rows in (train_rows, validation_rows, test_rows)
     ]
-    return MultiTaskDataset(*splits, task_names=tuple(tasks), task_kinds=("binary",) * len(tasks))
+    return MultiTaskDataset(
+        *splits, task_names=tuple(tasks), task_kinds=("binary",) * len(tasks), feature_names=tuple(encode.feature_names)
+    )
 
 
 def load_census_income(

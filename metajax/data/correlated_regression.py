@@ -51,7 +51,8 @@ def correlated_task_examples(
     x_key, noise_key = jax.random.split(key)
     x = jax.random.normal(x_key, (num_examples, parameters.weights.shape[1]))
     linear = x @ parameters.weights.T  # [n, 2]
-    sines = jnp.sum(jnp.sin(parameters.alphas * linear[..., None] + parameters.betas), axis=-1)
+    alphas, betas = (jnp.reshape(a, (1, 1, -1)) for a in (parameters.alphas, parameters.betas))
+    sines = jnp.sum(jnp.sin(alphas * linear[..., None] + betas), axis=-1)
     noise = noise_std * jax.random.normal(noise_key, linear.shape)
     return MultiTaskBatch(x=x, y=linear + sines + noise)
 

@@ -25,6 +25,7 @@ class MultiTaskDataset(NamedTuple):
       train, validation, test: the three splits.
       task_names: one name per label column.
       task_kinds: ``"binary"`` or ``"regression"`` per task.
+      feature_names: one name per input column (``"column=value"`` for one-hot columns), if known.
     """
 
     train: MultiTaskBatch
@@ -32,6 +33,7 @@ class MultiTaskDataset(NamedTuple):
     test: MultiTaskBatch
     task_names: tuple[str, ...]
     task_kinds: tuple[str, ...]
+    feature_names: tuple[str, ...] = ()
 
 
 def check_multitask_batch(batch: MultiTaskBatch, num_tasks: int, name: str = "batch") -> None:
