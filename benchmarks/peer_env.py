@@ -1,4 +1,4 @@
-"""Interpreter management for the PyTorch Reptile speed peer.
+"""Interpreter management for the PyTorch speed peers (Reptile, MMoE).
 
 The metajax environment deliberately does not depend on torch, so the peer
 (``torch_reptile.py``) runs in its own interpreter: either a dedicated
@@ -78,14 +78,14 @@ def torch_python(venv_path: Path = DEFAULT_VENV, prefer_current: bool = False) -
     return ensure_torch_venv(venv_path)
 
 
-def run_peer(python: Path | str, args: list[str]) -> dict:
-    """Run ``torch_reptile.py`` under ``python`` with ``args``; return its JSON result.
+def run_peer(python: Path | str, args: list[str], script: Path = PEER_SCRIPT) -> dict:
+    """Run ``script`` (default ``torch_reptile.py``) under ``python`` with ``args``; return its JSON result.
 
     The script prints exactly one JSON object as its last stdout line;
     anything before it (and all of stderr) is diagnostics.
     """
     result = subprocess.run(
-        [str(python), str(PEER_SCRIPT), *args],
+        [str(python), str(script), *args],
         capture_output=True,
         text=True,
         check=False,
