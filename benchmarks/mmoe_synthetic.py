@@ -54,7 +54,9 @@ def train_seeds(model, correlation: float, seeds: int, args) -> dict[str, np.nda
 
     def one_seed(seed):
         # The data depends on the seed only, so every model sees the same draws.
-        data = correlated_regression_dataset(jax.random.fold_in(jax.random.key(0), seed), correlation=correlation)
+        data = correlated_regression_dataset(
+            jax.random.fold_in(jax.random.key(0), seed), correlation=correlation, scale=args.scale
+        )
         init_key, train_key = jax.random.split(jax.random.fold_in(jax.random.key(1), seed))
         state = trainer.init(model.init(init_key, data.train.x[:1]))
 
@@ -98,6 +100,7 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--correlations", type=float, nargs="+", default=[1.0, 0.9, 0.5, 0.0])
+    parser.add_argument("--scale", type=float, default=0.3, help="c, the norm of w1 and w2")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)

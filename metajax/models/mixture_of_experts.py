@@ -43,7 +43,7 @@ class MMoE(nn.Module):
         gate_weights = jnp.broadcast_to(
             jax.nn.softmax(gate_logits, axis=-1), (self.num_tasks, x.shape[0], self.num_experts)
         )
-        task_inputs = jnp.einsum("tbe,ebh->tbh", gate_weights, expert_outputs)
+        task_inputs = jnp.sum(gate_weights[..., None] * expert_outputs.transpose(1, 0, 2)[None], axis=2)
         towers = stacked(Tower, self.num_tasks, shared_input=False)(self.tower_hidden, name="task_towers")
         return MultiTaskOutput(predictions=towers(task_inputs), gate_weights=gate_weights)
 

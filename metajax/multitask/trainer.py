@@ -183,14 +183,15 @@ def multitask_trainer(
             raise ValueError(f"data has {data.x.shape[0]} examples, fewer than batch_size = {batch_size}")
         shuffle_key, steps_key = jax.random.split(key)
         order = jax.random.permutation(shuffle_key, data.x.shape[0])[: num_batches * batch_size]
-        batches = jax.tree.map(lambda a: a[order].reshape(num_batches, batch_size, *a.shape[1:]), data)
         step_keys = jax.random.split(steps_key, num_batches)
 
         def body(state, inputs):
-            batch, step_key = inputs
-            return train_step(state, MultiTaskBatch(*batch), key=step_key)
+            # Gathering each batch inside the loop, not the whole shuffled set up
+            # front, keeps the copy small and in cache.
+            rows, step_key = inputs
+            return train_step(state, jax.tree.map(lambda a: a[rows], data), key=step_key)
 
-        state, metrics = jax.lax.scan(body, state, (tuple(batches), step_keys))
+        state, metrics = jax.lax.scan(body, state, (order.reshape(num_batches, batch_size), step_keys))
         return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
     def eval_step(params, batch: MultiTaskBatch) -> dict[str, jax.Array]:

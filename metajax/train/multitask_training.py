@@ -65,11 +65,19 @@ def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str):
     )
 
 
-def train_and_evaluate(config: MultiTaskConfig, workdir: str | Path, *, show_progress: bool = True) -> dict[str, Any]:
+def train_and_evaluate(
+    config: MultiTaskConfig,
+    workdir: str | Path,
+    *,
+    show_progress: bool = True,
+    dataset: MultiTaskDataset | None = None,
+) -> dict[str, Any]:
     """Trains ``config.epochs`` epochs, scores the validation split after each, and the test split
     with the parameters of the best validation epoch.
 
     Writes ``workdir/metrics.jsonl`` (one line per epoch) and ``workdir/summary.json``.
+    ``dataset``, when given, replaces loading the one ``config`` names (to reuse
+    one loaded copy across many runs).
 
     Returns:
       The summary dictionary written to ``summary.json``.
@@ -77,7 +85,7 @@ def train_and_evaluate(config: MultiTaskConfig, workdir: str | Path, *, show_pro
     config = config.resolved()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(config)
+    dataset = dataset or load_dataset(config)
     if dataset.train.x.shape[0] < config.batch_size:
         raise ValueError(
             f"batch-size {config.batch_size} is larger than the {dataset.train.x.shape[0]} training examples"
