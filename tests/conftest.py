@@ -30,19 +30,19 @@ def pytest_configure(config):
         config.addinivalue_line("filterwarnings", known)
 
 
+def _offline_copy(folder_name: str, marker_file: str, dataset: str) -> Path:
+    """A dataset folder of the offline copy beside the repository; skips the test when it is absent."""
+    folder = SHARED_DATA / folder_name
+    if not (folder / marker_file).exists():
+        pytest.skip(f"offline {dataset} not found at {folder} (see ../shared/data/README.md)")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def omniglot_dir() -> Path:
-    """The offline Omniglot copy beside the repository; skips when it is absent."""
-    folder = SHARED_DATA / "omniglot"
-    if not (folder / "images_background.npz").exists():
-        pytest.skip(f"offline Omniglot not found at {folder} (see ../shared/data/README.md)")
-    return folder
+    return _offline_copy("omniglot", "images_background.npz", "Omniglot")
 
 
 @pytest.fixture(scope="session")
 def census_dir() -> Path:
-    """The offline census-income copy beside the repository; skips when it is absent."""
-    folder = SHARED_DATA / "census_income"
-    if not (folder / "census-income.test.gz").exists():
-        pytest.skip(f"offline census-income not found at {folder} (see ../shared/data/README.md)")
-    return folder
+    return _offline_copy("census_income", "census-income.test.gz", "census-income")
