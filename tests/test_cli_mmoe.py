@@ -40,6 +40,19 @@ def test_synthetic_run_writes_summary_and_log(model, tmp_path, capsys):
     assert "test mse, task_1" in capsys.readouterr().out
 
 
+def test_depth_options_build_deeper_experts_and_towers(tmp_path):
+    from metajax.train.multitask_config import MultiTaskConfig
+    from metajax.train.multitask_training import build_model
+
+    config = MultiTaskConfig(model="ple", expert_layers=2, tower_layers=3).resolved()
+    model = build_model(config)
+    assert model.expert_widths == (16, 16) and model.tower_hidden == (8, 8, 8)
+    bottom = build_model(MultiTaskConfig(model="shared-bottom", expert_layers=2).resolved())
+    assert bottom.bottom_widths == (128, 128)
+    args = ["mmoe", "--expert-layers", "2", "--tower-layers", "2", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--workdir", str(tmp_path)]) == 0
+
+
 def test_same_seed_same_results(tmp_path):
     for name in ("a", "b"):
         args = ["mmoe", "--epochs", "1", "--seed", "4", "--no-progress", "--workdir", str(tmp_path / name)]

@@ -20,7 +20,8 @@ class MultiTaskConfig:
     8 ReLU units, Adam. The shared-bottom's bottom defaults to
     ``experts * expert_units`` units, about the same number of parameters as
     the mixtures. CGC/PLE give each task ``task_experts`` experts beside
-    ``experts`` shared ones.
+    ``experts`` shared ones. Experts (and the shared bottom) have
+    ``expert_layers`` ReLU layers, towers ``tower_layers`` hidden ones.
     """
 
     dataset: str = "synthetic"
@@ -29,7 +30,9 @@ class MultiTaskConfig:
     correlation: float = 0.5
     experts: int = 8
     expert_units: int | None = None
+    expert_layers: int = 1
     tower_units: int = 8
+    tower_layers: int = 1
     bottom_units: int | None = None
     task_experts: int = 2
     levels: int = 2
@@ -61,7 +64,8 @@ class MultiTaskConfig:
             raise ValueError(f"model must be one of {', '.join(MULTITASK_MODELS)}, got {self.model!r}")
         if self.weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.weighting!r}")
-        for name in ("experts", "expert_units", "tower_units", "bottom_units", "task_experts", "levels", "epochs"):
+        sizes = ("experts", "expert_units", "expert_layers", "tower_units", "tower_layers", "bottom_units")
+        for name in (*sizes, "task_experts", "levels", "epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")

@@ -29,13 +29,13 @@ from metajax.train.multitask_config import MultiTaskConfig
 
 def build_model(config: MultiTaskConfig) -> nn.Module:
     """The flax module ``config.model`` names, sized by the config."""
-    experts = {"num_tasks": config.num_tasks, "expert_widths": (config.expert_units,)}
-    towers = {"tower_hidden": (config.tower_units,)}
+    experts = {"num_tasks": config.num_tasks, "expert_widths": (config.expert_units,) * config.expert_layers}
+    towers = {"tower_hidden": (config.tower_units,) * config.tower_layers}
     if config.model in ("mmoe", "omoe"):
         constructor = MMoE if config.model == "mmoe" else OMoE
         return constructor(num_experts=config.experts, **experts, **towers)
     if config.model == "shared-bottom":
-        return SharedBottom(config.num_tasks, bottom_widths=(config.bottom_units,), **towers)
+        return SharedBottom(config.num_tasks, bottom_widths=(config.bottom_units,) * config.expert_layers, **towers)
     if config.model in ("cgc", "ple"):
         levels = {"num_levels": config.levels} if config.model == "ple" else {}
         constructor = PLE if config.model == "ple" else CGC
