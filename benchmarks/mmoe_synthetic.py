@@ -15,6 +15,7 @@ parameter count.
 
 Prints a table, writes ``benchmarks/results/mmoe_synthetic.json`` and
 ``benchmarks/results/mmoe_synthetic.png`` (mean test loss per epoch, one panel per p).
+``--replot`` redraws the PNG from an existing JSON without training.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ def train_seeds(model, correlation: float, seeds: int, args) -> dict[str, np.nda
     return {"train_loss": np.asarray(train_loss), "test_loss": np.asarray(test_loss)}
 
 
+def paired_gap(by_model: dict, first: str, second: str) -> dict[str, float]:
+    """Mean and standard error over seeds of ``first``'s final test loss minus ``second``'s."""
+    gaps = np.subtract(by_model[first]["final_test_loss_per_seed"], by_model[second]["final_test_loss_per_seed"])
+    return {"mean": float(gaps.mean()), "stderr": float(gaps.std(ddof=1) / np.sqrt(len(gaps)))}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -81,9 +88,11 @@ def plot(results: dict, path: Path) -> None:
     correlations = list(results)
     figure, axes = plt.subplots(1, len(correlations), figsize=(4.2 * len(correlations), 3.6), sharey=True)
     for axis, correlation in zip(np.atleast_1d(axes), correlations, strict=True):
-        for name, runs in results[correlation].items():
+        for name in ("shared-bottom", "omoe", "mmoe"):
+            runs = results[correlation][name]
             curve = np.asarray(runs["test_loss_mean_per_epoch"])
-            spread = np.asarray(runs["test_loss_std_per_epoch"])
+            # The band is the standard error of the mean over seeds.
+            spread = np.asarray(runs["test_loss_std_per_epoch"]) / np.sqrt(len(runs["final_test_loss_per_seed"]))
             epochs = np.arange(1, len(curve) + 1)
             axis.plot(epochs, curve, label=name)
             axis.fill_between(epochs, curve - spread, curve + spread, alpha=0.2)
@@ -109,7 +118,12 @@ def main() -> None:
     parser.add_argument("--expert-units", type=int, default=16)
     parser.add_argument("--tower-units", type=int, default=8)
     parser.add_argument("--output", default=str(RESULTS / "mmoe_synthetic.json"))
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from --output's JSON")
     args = parser.parse_args()
+    if args.replot:
+        output = Path(args.output)
+        plot(json.loads(output.read_text())["results"], output.with_suffix(".png"))
+        return
 
     results: dict = {}
     print(f"{'p':>5} {'model':>14} {'final test loss (mean +- std over seeds)':>42} {'seconds':>8}")
@@ -131,16 +145,21 @@ def main() -> None:
                 "seconds_all_seeds_with_compilation": seconds,
             }
             print(f"{correlation:>5} {name:>14} {final.mean():>30.4f} +- {final.std():.4f} {seconds:>8.1f}")
+    # Every model sees the same data draw for a given seed, so the per-seed
+    # (paired) difference is the sharp comparison.
     for correlation, by_model in results.items():
-        gap = by_model["shared-bottom"]["final_test_loss_mean"] - by_model["mmoe"]["final_test_loss_mean"]
-        print(f"p = {correlation}: shared-bottom minus MMoE final test loss = {gap:+.4f}")
+        gap = paired_gap(by_model, "shared-bottom", "mmoe")
+        by_model["shared_bottom_minus_mmoe"] = gap
+        print(
+            f"p = {correlation}: shared-bottom minus MMoE final test loss = {gap['mean']:+.4f} +- {gap['stderr']:.4f}"
+        )
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "command": "python benchmarks/mmoe_synthetic.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k != "output"
+            for k, v in vars(args).items() if k not in ("output", "replot")
         ),
         "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
         "jax_version": jax.__version__,
