@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from metajax.data.errors import DataError
 from metajax.train import meta_training, multitask_training
 from metajax.train.config import DATASETS, INNER_OPTIMIZERS, ReptileConfig
-from metajax.train.meta_training import TrainingDiverged
+from metajax.train.errors import TrainingDiverged
 from metajax.train.multitask_config import LOSS_WEIGHTINGS, MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
 
 

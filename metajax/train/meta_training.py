@@ -21,13 +21,10 @@ from metajax.data.omniglot import EXAMPLES_PER_CLASS
 from metajax.meta import mean_squared_error, reptile, softmax_cross_entropy
 from metajax.models import MLP, Conv4
 from metajax.train.config import ReptileConfig
+from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
-
-
-class TrainingDiverged(RuntimeError):
-    """The meta-training loss became NaN or infinite."""
 
 
 def _check_against_data(config: ReptileConfig) -> None:

@@ -23,7 +23,7 @@ from metajax.models import CGC, PLE, MMoE, OMoE, SharedBottom
 from metajax.multitask import gradnorm, multitask_trainer, pcgrad
 from metajax.multitask.evaluation import headline, score_split
 from metajax.multitask.weighting import WEIGHTINGS
-from metajax.train.meta_training import TrainingDiverged
+from metajax.train.errors import TrainingDiverged
 from metajax.train.multitask_config import MultiTaskConfig
 
 

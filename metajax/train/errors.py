@@ -1,0 +1,5 @@
+"""Errors a training run stops with."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
