@@ -1,0 +1,21 @@
+"""Continual learning: strategies as pure functions, the learner that runs them, and the metrics."""
+
+from metajax.continual.base import ContinualBatch as ContinualBatch
+from metajax.continual.base import Experience as Experience
+from metajax.continual.base import Strategy as Strategy
+from metajax.continual.base import compose as compose
+from metajax.continual.base import masked_cross_entropy as masked_cross_entropy
+from metajax.continual.base import naive as naive
+from metajax.continual.ewc import diagonal_fisher as diagonal_fisher
+from metajax.continual.ewc import ewc as ewc
+from metajax.continual.learner import ContinualLearner as ContinualLearner
+from metajax.continual.learner import ContinualState as ContinualState
+from metajax.continual.learner import continual_learner as continual_learner
+from metajax.continual.learning_without_forgetting import learning_without_forgetting as learning_without_forgetting
+from metajax.continual.metrics import average_accuracy as average_accuracy
+from metajax.continual.metrics import backward_transfer as backward_transfer
+from metajax.continual.metrics import forgetting as forgetting
+from metajax.continual.metrics import forward_transfer as forward_transfer
+from metajax.continual.replay import agem as agem
+from metajax.continual.replay import replay as replay
+from metajax.continual.synaptic_intelligence import synaptic_intelligence as synaptic_intelligence

@@ -1,0 +1,107 @@
+"""A fixed-size replay buffer held on the device as arrays, updated by pure functions.
+
+The filled slots always form a prefix of the arrays, so sampling is a
+``randint`` over the filled count.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class ReplayBuffer(NamedTuple):
+    """``x [capacity, features]``, ``y [capacity]``, ``logit_mask [capacity, outputs]`` (each example's head),
+    ``filled`` (slots in use) and ``seen`` (examples offered so far)."""
+
+    x: jax.Array
+    y: jax.Array
+    logit_mask: jax.Array
+    filled: jax.Array
+    seen: jax.Array
+
+
+def empty_buffer(capacity: int, features: int, num_outputs: int) -> ReplayBuffer:
+    if capacity < 1:
+        raise ValueError(f"buffer size must be positive, got {capacity}")
+    return ReplayBuffer(
+        x=jnp.zeros((capacity, features)),
+        y=jnp.zeros((capacity,), jnp.int32),
+        logit_mask=jnp.zeros((capacity, num_outputs), bool),
+        filled=jnp.zeros((), jnp.int32),
+        seen=jnp.zeros((), jnp.int32),
+    )
+
+
+def reservoir_add(buffer: ReplayBuffer, x: jax.Array, y: jax.Array, logit_mask: jax.Array, *, key) -> ReplayBuffer:
+    """Offers ``n`` examples in order to reservoir sampling (Vitter's algorithm R).
+
+    Example number p (counting every example ever offered) fills slot p while
+    the buffer is not full, and otherwise replaces a uniformly drawn slot in
+    [0, p] when that draw is below the capacity, so each of the N examples seen
+    so far is in the buffer with probability capacity / N. Computed for all n
+    at once: a slot ends up with the last example that wrote to it, exactly as
+    the sequential algorithm with the same draws.
+    """
+    capacity, n = buffer.x.shape[0], x.shape[0]
+    positions = buffer.seen + jnp.arange(n)
+    draws = jax.random.randint(key, (n,), 0, positions + 1)
+    slots = jnp.where(positions < capacity, positions, draws)
+    writes = slots < capacity
+    last_writer = jax.ops.segment_max(
+        jnp.where(writes, jnp.arange(n), -1), jnp.where(writes, slots, capacity), num_segments=capacity + 1
+    )[:capacity]
+    taken = last_writer >= 0
+    source = jnp.clip(last_writer, 0)
+    return ReplayBuffer(
+        x=jnp.where(taken[:, None], x[source], buffer.x),
+        y=jnp.where(taken, y[source], buffer.y),
+        logit_mask=jnp.where(taken[:, None], jnp.broadcast_to(logit_mask, buffer.logit_mask.shape), buffer.logit_mask),
+        filled=jnp.minimum(buffer.seen + n, capacity),
+        seen=buffer.seen + n,
+    )
+
+
+def class_balanced_add(
+    buffer: ReplayBuffer, x: jax.Array, y: jax.Array, logit_mask: jax.Array, *, key, num_classes: int
+) -> ReplayBuffer:
+    """Keeps, for every class seen so far, ``capacity // classes seen`` random examples of it.
+
+    Candidates are the buffer's examples and the new ones; within each class a
+    uniformly random subset of the quota's size is kept.
+    """
+    capacity, n = buffer.x.shape[0], x.shape[0]
+    candidate_x = jnp.concatenate([buffer.x, x])
+    candidate_y = jnp.concatenate([buffer.y, y])
+    candidate_mask = jnp.concatenate([buffer.logit_mask, jnp.broadcast_to(logit_mask, (n, logit_mask.shape[-1]))])
+    valid = jnp.concatenate([jnp.arange(capacity) < buffer.filled, jnp.ones((n,), bool)])
+    present = jnp.zeros((num_classes,), bool).at[candidate_y].max(valid)
+    quota = capacity // jnp.maximum(jnp.sum(present), 1)
+    priority = jnp.where(valid, jax.random.uniform(key, valid.shape), 2.0)
+    order = jnp.lexsort((priority, candidate_y))  # by class, then random priority
+    sorted_y = candidate_y[order]
+    first_of_class = jnp.searchsorted(sorted_y, sorted_y, side="left")
+    rank_in_class = jnp.arange(order.shape[0]) - first_of_class
+    keep_sorted = valid[order] & (rank_in_class < quota)
+    # Kept candidates first (a prefix), the rest after; the first ``capacity`` form the buffer.
+    chosen = order[jnp.argsort(~keep_sorted, stable=True)[:capacity]]
+    kept = jnp.sum(keep_sorted)
+    return ReplayBuffer(
+        x=candidate_x[chosen],
+        y=candidate_y[chosen],
+        logit_mask=candidate_mask[chosen],
+        filled=jnp.minimum(kept, capacity).astype(jnp.int32),
+        seen=buffer.seen + n,
+    )
+
+
+def sample(buffer: ReplayBuffer, batch_size: int, *, key) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``batch_size`` examples drawn uniformly (with replacement) from the filled slots.
+
+    Returns ``(x, y, logit_mask, weight)``; ``weight`` is 0 everywhere while the buffer is empty.
+    """
+    rows = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.filled, 1))
+    weight = jnp.broadcast_to((buffer.filled > 0).astype(jnp.float32), (batch_size,))
+    return buffer.x[rows], buffer.y[rows], buffer.logit_mask[rows], weight

@@ -1,0 +1,168 @@
+"""Continual-learning streams: experiences as arrays with a leading experience axis.
+
+A ``Stream`` holds every experience's training and test examples stacked, so a
+whole stream lives on the device and a compiled train step serves every
+experience. Experiences of a split benchmark hold unequal numbers of examples;
+training sets are cut (at random, seeded) to the smallest one's size, test sets
+are padded and carry a validity mask so every test example counts.
+
+Scenarios (van de Ven & Tolias 2019, arXiv 1904.07734):
+  * ``task-il``: the task id is given; each experience has its own head (here:
+    the logits of the experience's own classes, the rest masked out);
+  * ``domain-il``: no task id; labels are the class's position within its
+    experience (e.g. even/odd digit for Split MNIST), one shared head;
+  * ``class-il``: no task id; one head over all classes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from metajax.data.mnist import LabeledImages, MnistSplits
+
+SCENARIOS = ("task-il", "domain-il", "class-il")
+
+
+class Stream(NamedTuple):
+    """A sequence of experiences, every array with a leading experience axis.
+
+    Attributes:
+      train_x: ``[experiences, n, features]`` training inputs.
+      train_y: ``[experiences, n]`` int labels, in the scenario's label space.
+      test_x: ``[experiences, m, features]`` test inputs (padded).
+      test_y: ``[experiences, m]`` test labels.
+      test_mask: ``[experiences, m]`` bool, False on padding rows.
+      logit_mask: ``[experiences, outputs]`` bool, the outputs an experience may
+        use (its own head in task-IL; all True otherwise).
+      num_outputs: size of the model's output layer.
+      scenario: one of ``SCENARIOS``.
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_mask: np.ndarray
+    logit_mask: np.ndarray
+    num_outputs: int
+    scenario: str
+
+    @property
+    def num_experiences(self) -> int:
+        return self.train_x.shape[0]
+
+
+def _stack_padded(parts: list[np.ndarray], length: int, fill=0) -> np.ndarray:
+    out = np.full((len(parts), length, *parts[0].shape[1:]), fill, dtype=parts[0].dtype)
+    for i, part in enumerate(parts):
+        out[i, : len(part)] = part
+    return out
+
+
+def class_split_stream(data: MnistSplits, class_groups: list[list[int]], scenario: str, *, seed: int = 0) -> Stream:
+    """Experiences of the given class groups (Split MNIST: ``[[0, 1], [2, 3], ...]``)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+    sizes = {len(group) for group in class_groups}
+    if scenario == "domain-il" and len(sizes) != 1:
+        raise ValueError("domain-il needs experiences with the same number of classes")
+    num_classes = max(max(group) for group in class_groups) + 1
+    rng = np.random.default_rng(seed)
+
+    def relabel(y, group):
+        if scenario == "domain-il":
+            return np.searchsorted(np.array(sorted(group)), y).astype(np.int32)
+        return y
+
+    train_parts, test_parts = [], []
+    for group in class_groups:
+        for split, parts in ((data.train, train_parts), (data.test, test_parts)):
+            rows = np.flatnonzero(np.isin(split.y, group))
+            parts.append(LabeledImages(split.x[rows], relabel(split.y[rows], group)))
+    train_size = min(len(part.x) for part in train_parts)
+    train_parts = [
+        LabeledImages(part.x[keep], part.y[keep])
+        for part in train_parts
+        for keep in [np.sort(rng.permutation(len(part.x))[:train_size])]
+    ]
+    test_size = max(len(part.x) for part in test_parts)
+    num_outputs = next(iter(sizes)) if scenario == "domain-il" else num_classes
+    logit_mask = np.ones((len(class_groups), num_outputs), bool)
+    if scenario == "task-il":
+        logit_mask[:] = False
+        for i, group in enumerate(class_groups):
+            logit_mask[i, group] = True
+    return Stream(
+        train_x=np.stack([part.x for part in train_parts]),
+        train_y=np.stack([part.y for part in train_parts]),
+        test_x=_stack_padded([part.x for part in test_parts], test_size),
+        test_y=_stack_padded([part.y for part in test_parts], test_size),
+        test_mask=_stack_padded([np.ones(len(part.x), bool) for part in test_parts], test_size, False),
+        logit_mask=logit_mask,
+        num_outputs=num_outputs,
+        scenario=scenario,
+    )
+
+
+def split_mnist(data: MnistSplits, scenario: str, *, seed: int = 0) -> Stream:
+    """Split MNIST: 5 experiences of 2 digits, {0, 1}, {2, 3}, ..., {8, 9}."""
+    return class_split_stream(data, [[2 * i, 2 * i + 1] for i in range(5)], scenario, seed=seed)
+
+
+def permuted_stream(
+    data: MnistSplits, num_experiences: int = 10, scenario: str = "domain-il", *, seed: int = 0
+) -> Stream:
+    """Permuted MNIST: every experience all ten digits under its own fixed pixel permutation.
+
+    The first experience is the identity permutation; the others are drawn from
+    ``seed``. Only ``domain-il`` (one shared 10-way head, no task id) and
+    ``task-il`` (a 10-way head per experience) make sense: every experience
+    holds all ten classes, so class-IL is refused.
+    """
+    if scenario not in ("domain-il", "task-il"):
+        raise ValueError(
+            f"permuted-mnist supports the scenarios domain-il and task-il (every experience has all ten "
+            f"classes), got {scenario!r}"
+        )
+    if num_experiences < 1:
+        raise ValueError(f"num_experiences must be positive, got {num_experiences}")
+    rng = np.random.default_rng(seed)
+    features = data.train.x.shape[1]
+    permutations = [np.arange(features)] + [rng.permutation(features) for _ in range(num_experiences - 1)]
+    heads = num_experiences if scenario == "task-il" else 1
+    offsets = [10 * e if scenario == "task-il" else 0 for e in range(num_experiences)]
+    logit_mask = np.zeros((num_experiences, 10 * heads), bool)
+    for e, offset in enumerate(offsets):
+        logit_mask[e, offset : offset + 10] = True
+    return Stream(
+        train_x=np.stack([data.train.x[:, p] for p in permutations]),
+        train_y=np.stack([data.train.y + o for o in offsets]).astype(np.int32),
+        test_x=np.stack([data.test.x[:, p] for p in permutations]),
+        test_y=np.stack([data.test.y + o for o in offsets]).astype(np.int32),
+        test_mask=np.ones((num_experiences, len(data.test.y)), bool),
+        logit_mask=logit_mask,
+        num_outputs=10 * heads,
+        scenario=scenario,
+    )
+
+
+def gaussian_classes(
+    *, num_classes: int = 10, features: int = 64, train_per_class: int = 500, test_per_class: int = 100, seed: int = 0
+) -> MnistSplits:
+    """A generated stand-in for MNIST that needs no files: Gaussian clusters around random class means.
+
+    The means are far enough apart to be learnable and close enough that a
+    model trained on some classes confuses the others (so forgetting shows).
+    """
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(num_classes, features)) * 0.6
+
+    def draw(per_class):
+        y = np.repeat(np.arange(num_classes), per_class)
+        x = means[y] + rng.normal(size=(len(y), features))
+        order = rng.permutation(len(y))
+        return LabeledImages(x[order].astype(np.float32), y[order].astype(np.int32))
+
+    return MnistSplits(draw(train_per_class), draw(test_per_class))

@@ -1,0 +1,88 @@
+"""MNIST (LeCun, Cortes & Burges) as flat float arrays, from TFDS or a local npz."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from metajax.data.errors import DataError
+
+LOCAL_FILE = "mnist.npz"
+SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+
+
+class LabeledImages(NamedTuple):
+    """``x [n, 784]`` float32 in [0, 1], ``y [n]`` int32 labels 0-9, in the source's order."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class MnistSplits(NamedTuple):
+    train: LabeledImages
+    test: LabeledImages
+
+
+def _flat(images: np.ndarray, labels: np.ndarray) -> LabeledImages:
+    return LabeledImages(images.reshape(len(images), -1).astype(np.float32) / 255.0, labels.astype(np.int32))
+
+
+def _load_local(folder: Path) -> MnistSplits:
+    path = folder / LOCAL_FILE
+    if not path.is_file():
+        raise DataError(
+            f"MNIST not found: looked for {path}. Pass --data-dir with a folder holding {LOCAL_FILE} "
+            "(x_train uint8 [60000, 28, 28], y_train, x_test, y_test), or leave --data-dir out on a machine "
+            "with a network to download MNIST with TensorFlow Datasets."
+        )
+    try:
+        with np.load(path) as npz:
+            arrays = {name: npz[name] for name in SHAPES}
+    except (KeyError, ValueError, OSError, EOFError) as error:
+        raise DataError(
+            f"MNIST file {path} is unreadable or lacks x_train, y_train, x_test, y_test ({error}); "
+            "replace it with an intact copy (see the SHA256SUMS beside the shared data)."
+        ) from None
+    for name, shape in SHAPES.items():
+        if arrays[name].shape != shape:
+            raise DataError(f"MNIST file {path}: '{name}' has shape {arrays[name].shape}, expected {shape}")
+    return MnistSplits(_flat(arrays["x_train"], arrays["y_train"]), _flat(arrays["x_test"], arrays["y_test"]))
+
+
+def _load_tfds(tfds_data_dir: str | None) -> MnistSplits:
+    import tensorflow_datasets as tfds  # Lazy: accelerator images often lack it.
+
+    splits = []
+    for split in ("train", "test"):
+        try:
+            source = tfds.data_source("mnist", split=split, data_dir=tfds_data_dir, download=True)
+        except Exception as error:  # TFDS raises many kinds (network, missing builder, permissions).
+            where = tfds_data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+            raise DataError(
+                f"could not load MNIST with TensorFlow Datasets (looked in {where}, then tried to download): "
+                f"{type(error).__name__}: {error}. Without a network, pass --data-dir with a folder holding "
+                f"{LOCAL_FILE}."
+            ) from None
+        records = [source[index] for index in range(len(source))]
+        images = np.stack([record["image"][..., 0] for record in records])
+        labels = np.array([record["label"] for record in records])
+        splits.append(_flat(images, labels))
+    return MnistSplits(*splits)
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, *, tfds_data_dir: str | None = None) -> MnistSplits:
+    """MNIST train (60,000) and test (10,000) images, flattened to 784 floats in [0, 1].
+
+    Args:
+      data_dir: folder with ``mnist.npz``; ``None`` uses TensorFlow Datasets.
+      tfds_data_dir: where TFDS keeps its files (TFDS's default when ``None``).
+
+    Raises:
+      DataError: naming the folder or file and how to fix it.
+    """
+    if data_dir is None:
+        return _load_tfds(tfds_data_dir)
+    return _load_local(Path(data_dir).expanduser())
