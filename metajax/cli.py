@@ -6,9 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
 from metajax.data.errors import DataError
-from metajax.train import meta_training, multitask_training
+from metajax.train import continual_training, meta_training, multitask_training
 from metajax.train.config import DATASETS, INNER_OPTIMIZERS, ReptileConfig
+from metajax.train.continual_config import (
+    BUFFER_POLICIES,
+    CONTINUAL_BENCHMARKS,
+    CONTINUAL_STRATEGIES,
+    ContinualConfig,
+)
 from metajax.train.errors import TrainingDiverged
 from metajax.train.multitask_config import LOSS_WEIGHTINGS, MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
 
@@ -105,6 +113,58 @@ def _add_mmoe_parser(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_continual_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "continual",
+        help="train through a stream of experiences with a continual-learning strategy",
+        description=(
+            "Continual learning. With no arguments: naive fine-tuning on split-gaussian, generated data "
+            "that needs no files. MNIST benchmarks read --data-dir/mnist.npz, or TensorFlow Datasets "
+            "(needs a network the first time)."
+        ),
+    )
+    parser.add_argument("--benchmark", choices=CONTINUAL_BENCHMARKS, default="split-gaussian")
+    parser.add_argument("--scenario", help="task-il, domain-il or class-il (default: the benchmark's usual one)")
+    parser.add_argument("--strategy", default="naive", help=f"one of {', '.join(CONTINUAL_STRATEGIES)}")
+    parser.add_argument("--data-dir", help="folder with mnist.npz; without it MNIST comes from TensorFlow Datasets")
+    parser.add_argument("--experiences", type=int, default=10, help="experiences of permuted-mnist")
+    parser.add_argument("--buffer-size", type=int, default=1000, help="examples kept by replay / A-GEM")
+    parser.add_argument("--buffer-policy", choices=BUFFER_POLICIES, default="reservoir")
+    parser.add_argument("--ewc-lambda", type=float, default=100.0)
+    parser.add_argument("--ewc-decay", type=float, default=1.0, help="online EWC's decay of the old Fisher")
+    parser.add_argument("--fisher-samples", type=int, default=1024, help="examples per experience for the Fisher")
+    parser.add_argument("--si-c", type=float, default=1.0, help="synaptic intelligence's strength")
+    parser.add_argument("--lwf-alpha", type=float, default=1.0)
+    parser.add_argument("--lwf-temperature", type=float, default=2.0)
+    parser.add_argument(
+        "--hidden", type=lambda t: tuple(int(w) for w in t.split(",")), default=(400, 400), help="MLP widths"
+    )
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per experience")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seeds", type=int, default=1, help="independent runs, trained together (vmapped)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default="runs/continual", help="where summary.json and the plots go")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _print_continual_table(summary: dict) -> None:
+    config = summary["config"]
+    matrix = np.asarray(summary["accuracy_matrix"])
+    print(f"{config['strategy']} on {config['benchmark']} ({config['scenario']}), {config['seeds']} seed(s)")
+    print("accuracy matrix (%), row = after training through experience i, column = tested on experience j:")
+    for i, row in enumerate(matrix):
+        print(f"  {i:>2}  " + " ".join(f"{100 * a:5.1f}" for a in row))
+
+    def fmt(entry, scale=100):
+        return "n/a" if entry is None else f"{scale * entry['mean']:.2f} +- {scale * entry['std']:.2f}"
+
+    for name, key in (("final average accuracy %", "final_average_accuracy"), ("forgetting %", "forgetting")):
+        print(f"{name:<26}{fmt(summary[key])}")
+    print(f"{'BWT / FWT %':<26}{fmt(summary['bwt'])} / {fmt(summary['fwt'])}")
+    print(f"{'train seconds':<26}{summary['train_seconds']:.1f}")
+
+
 def _print_mmoe_table(summary: dict) -> None:
     config = summary["config"]
     rows = [
@@ -159,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_reptile_parser(subparsers)
     _add_mmoe_parser(subparsers)
+    _add_continual_parser(subparsers)
     args = parser.parse_args(argv)
 
     options = vars(args).copy()
@@ -167,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_class, runner, print_table = {
         "reptile": (ReptileConfig, meta_training.train_and_evaluate, _print_table),
         "mmoe": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
+        "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
     }[args.command]
     try:
         summary = runner(config_class(**options), args.workdir, show_progress=not args.no_progress)

@@ -26,8 +26,8 @@ class ContinualBatch(NamedTuple):
 
 
 class Experience(NamedTuple):
-    """One experience's training data: ``x [n, features]``, ``y [n]``, its head ``logit_mask [outputs]``,
-    and its ``index`` in the stream."""
+    """One experience's training data: ``x [n, features]``, ``y [n]``, its head ``logit_mask [outputs]``
+    (or one head per example, ``[n, outputs]``), and its ``index`` in the stream."""
 
     x: jax.Array
     y: jax.Array

@@ -19,29 +19,35 @@ class EWCState(NamedTuple):
 
 
 def diagonal_fisher(
-    apply_fn, params, x: jax.Array, y: jax.Array, logit_mask: jax.Array, *, chunk_size: int = 256
+    apply_fn, params, x: jax.Array, y: jax.Array, logit_mask: jax.Array, *, chunk_size: int | None = None
 ) -> Any:
     """Empirical diagonal Fisher: the mean over examples of each per-example gradient squared.
 
     Per-example gradients of the log-likelihood of the true label come from a
-    ``vmap`` of ``grad``, ``chunk_size`` examples at a time (``lax.map``).
+    ``vmap`` of ``grad`` over chunks of ``chunk_size`` examples, the squares
+    summed chunk after chunk in a ``lax.scan``, so no more than one chunk of
+    per-example gradients is ever held. Default chunk: 1 example on CPU, where
+    XLA runs the batched outer products of a vmapped chunk poorly (a 2x400 MLP,
+    1024 examples: 0.09 s with chunks of 1 against 3.3 s with chunks of 8),
+    and 64 on accelerators.
     """
     n = x.shape[0]
-    if n % chunk_size:
-        chunk_size = n  # one chunk when the size does not divide
-    mask = jnp.broadcast_to(logit_mask, (n, logit_mask.shape[-1]))
+    if chunk_size is None:
+        chunk_size = 1 if jax.default_backend() == "cpu" else 64
+    chunk_size = min(chunk_size, n)
+    usable = n - n % chunk_size  # The last partial chunk is left out of the estimate.
+    mask = logit_mask[:usable] if logit_mask.ndim == 2 else jnp.broadcast_to(logit_mask, (usable, logit_mask.shape[-1]))
 
     def example_loss(p, xi, yi, mi):
         return masked_cross_entropy(apply_fn(p, xi[None]), yi[None], mi[None], jnp.ones((1,)))
 
-    def chunk_sum(rows):
-        xs, ys, ms = rows
-        grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0, 0))(params, xs, ys, ms)
-        return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
+    def add_chunk(total, rows):
+        grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0, 0))(params, *rows)
+        return jax.tree.map(lambda t, g: t + jnp.sum(jnp.square(g), axis=0), total, grads), None
 
-    chunks = jax.tree.map(lambda a: a.reshape(n // chunk_size, chunk_size, *a.shape[1:]), (x, y, mask))
-    sums = jax.lax.map(chunk_sum, chunks)
-    return jax.tree.map(lambda s: jnp.sum(s, axis=0) / n, sums)
+    chunks = jax.tree.map(lambda a: a[:usable].reshape(usable // chunk_size, chunk_size, *a.shape[1:]), (x, y, mask))
+    total, _ = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)
+    return jax.tree.map(lambda t: t / usable, total)
 
 
 def ewc(
@@ -83,7 +89,8 @@ def ewc(
 
     def after_experience(state, params, experience, key):
         n = experience.x.shape[0] if fisher_samples is None else min(fisher_samples, experience.x.shape[0])
-        fisher = diagonal_fisher(apply_fn, params, experience.x[:n], experience.y[:n], experience.logit_mask)
+        heads = experience.logit_mask[:n] if experience.logit_mask.ndim == 2 else experience.logit_mask
+        fisher = diagonal_fisher(apply_fn, params, experience.x[:n], experience.y[:n], heads)
         if mode == "online":
             new_fisher = jax.tree.map(lambda old, new: decay * old + new[None], state.fisher, fisher)
             new_anchors = jax.tree.map(lambda p: p[None], params)

@@ -36,8 +36,11 @@ def check_experience(experience: Experience) -> None:
         raise ValueError(f"experience.x must have shape [examples, features], got shape {x}")
     if y != x[:1]:
         raise ValueError(f"experience.y must have shape [examples] = {x[:1]}, got shape {y}")
-    if len(mask) != 1:
-        raise ValueError(f"experience.logit_mask must have shape [outputs], got shape {mask}")
+    if len(mask) != 1 and (len(mask) != 2 or mask[0] != x[0]):
+        raise ValueError(
+            f"experience.logit_mask must have shape [outputs] or [examples, outputs] with examples = {x[0]}, "
+            f"got shape {mask}"
+        )
 
 
 def continual_learner(
@@ -83,12 +86,17 @@ def continual_learner(
         rows = jax.vmap(lambda k: jax.random.permutation(k, n)[: steps_per_epoch * batch_size])(
             jax.random.split(order_key, epochs)
         ).reshape(epochs * steps_per_epoch, batch_size)
-        head = jnp.broadcast_to(experience.logit_mask, (batch_size, experience.logit_mask.shape[-1]))
+        per_example_heads = experience.logit_mask.ndim == 2  # e.g. joint training over task-IL experiences
 
         def step(carry, inputs):
             params, opt_state, strategy_state = carry
             batch_rows, step_key = inputs
             augment_key, project_key = jax.random.split(step_key)
+            head = (
+                experience.logit_mask[batch_rows]
+                if per_example_heads
+                else jnp.broadcast_to(experience.logit_mask, (batch_size, experience.logit_mask.shape[-1]))
+            )
             batch = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, jnp.ones((batch_size,)))
             batch = strategy.augment(strategy_state, batch, augment_key)
 

@@ -39,6 +39,7 @@ def learning_without_forgetting(apply_fn, *, alpha: float, temperature: float = 
         return alpha * temperature**2 * jnp.sum(weight * kl) / jnp.maximum(jnp.sum(batch.weight), 1.0)
 
     def after_experience(state, params, experience, key):
-        return LwFState(previous=params, seen_outputs=state.seen_outputs | experience.logit_mask)
+        heads = experience.logit_mask.reshape(-1, experience.logit_mask.shape[-1])
+        return LwFState(previous=params, seen_outputs=state.seen_outputs | jnp.any(heads, axis=0))
 
     return Strategy(init=init, penalty=penalty, after_experience=after_experience)

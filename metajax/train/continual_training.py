@@ -1,0 +1,197 @@
+"""Turns a continual-learning strategy into a run: stream, seeds, accuracy matrix, metrics, plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+import metajax
+from metajax.continual import (
+    Experience,
+    agem,
+    backward_transfer,
+    compose,
+    continual_learner,
+    ewc,
+    forgetting,
+    forward_transfer,
+    learning_without_forgetting,
+    naive,
+    replay,
+    synaptic_intelligence,
+)
+from metajax.data.continual_streams import Stream, gaussian_classes, permuted_stream, split_mnist
+from metajax.data.mnist import load_mnist
+from metajax.models import MLP
+from metajax.train.continual_config import ContinualConfig
+from metajax.train.errors import TrainingDiverged
+
+
+def build_stream(config: ContinualConfig) -> Stream:
+    if config.benchmark == "split-gaussian":
+        return split_mnist(gaussian_classes(seed=config.seed), config.scenario, seed=config.seed)
+    data = load_mnist(config.data_dir)
+    if config.benchmark == "split-mnist":
+        return split_mnist(data, config.scenario, seed=config.seed)
+    return permuted_stream(data, config.experiences, config.scenario, seed=config.seed)
+
+
+def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
+    features, outputs = stream.train_x.shape[-1], stream.num_outputs
+    if config.buffer_size > stream.num_experiences * stream.train_x.shape[1]:
+        raise ValueError(
+            f"buffer-size {config.buffer_size} is larger than the whole stream "
+            f"({stream.num_experiences * stream.train_x.shape[1]} training examples)"
+        )
+    buffer = {"features": features, "num_outputs": outputs, "policy": config.buffer_policy}
+    ewc_args = {
+        "ewc_lambda": config.ewc_lambda,
+        "num_experiences": stream.num_experiences,
+        "fisher_samples": config.fisher_samples,
+    }
+    makers = {
+        "naive": naive,
+        "joint": naive,
+        "replay": lambda: replay(config.buffer_size, **buffer),
+        "agem": lambda: agem(config.buffer_size, **buffer),
+        "ewc": lambda: ewc(apply_fn, **ewc_args),
+        "online-ewc": lambda: ewc(apply_fn, mode="online", decay=config.ewc_decay, **ewc_args),
+        "si": lambda: synaptic_intelligence(si_c=config.si_c),
+        "lwf": lambda: learning_without_forgetting(
+            apply_fn, alpha=config.lwf_alpha, temperature=config.lwf_temperature, num_outputs=outputs
+        ),
+        "replay-ewc": lambda: compose(replay(config.buffer_size, **buffer), ewc(apply_fn, **ewc_args)),
+    }
+    return makers[config.strategy]()
+
+
+def _experiences(stream: Stream, joint: bool) -> list[Experience]:
+    heads = jnp.asarray(stream.logit_mask)
+    if joint:  # One experience of every example, each scored with its own experience's head.
+        n = stream.train_x.shape[1]
+        return [
+            Experience(
+                jnp.asarray(stream.train_x.reshape(-1, stream.train_x.shape[-1])),
+                jnp.asarray(stream.train_y.reshape(-1)),
+                jnp.repeat(heads, n, axis=0),
+                jnp.asarray(0),
+            )
+        ]
+    return [
+        Experience(jnp.asarray(stream.train_x[e]), jnp.asarray(stream.train_y[e]), heads[e], jnp.asarray(e))
+        for e in range(stream.num_experiences)
+    ]
+
+
+def _mean_std(values) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std())}
+
+
+def train_and_evaluate(config: ContinualConfig, workdir: str | Path, *, show_progress: bool = True) -> dict[str, Any]:
+    """Trains ``config.seeds`` runs together (vmapped over the seed axis) through the stream.
+
+    After each experience every run is scored on every experience's test set,
+    filling the accuracy matrix. Writes ``workdir/metrics.jsonl`` (one line per
+    experience), ``workdir/summary.json`` and ``workdir/accuracy_matrix.png``.
+    """
+    config = config.resolved()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stream = build_stream(config)
+    model = MLP(config.hidden, stream.num_outputs)
+    strategy = build_strategy(config, model.apply, stream)
+    joint = config.strategy == "joint"
+    experiences = _experiences(stream, joint)
+    if any(e.x.shape[0] < config.batch_size for e in experiences):
+        raise ValueError(f"batch-size {config.batch_size} is larger than an experience ({experiences[0].x.shape[0]})")
+    learner = continual_learner(
+        model.apply, strategy, optax.adam(config.learning_rate), epochs=config.epochs, batch_size=config.batch_size
+    )
+    test = tuple(jnp.asarray(a) for a in (stream.test_x, stream.test_y, stream.test_mask, stream.logit_mask))
+
+    seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(jnp.arange(config.seeds))
+    init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
+    params = jax.vmap(model.init, in_axes=(0, None))(init_keys, jnp.asarray(stream.train_x[0, :1]))
+    state = jax.vmap(learner.init)(params)
+    train_experience = jax.jit(
+        jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, 0)), donate_argnums=0
+    )
+    accuracy = jax.jit(jax.vmap(learner.accuracy, in_axes=(0, None, None, None, None)))
+    initial_accuracy = np.asarray(accuracy(state.params, *test))  # [seeds, experiences], for FWT
+
+    rows, log_path = [], workdir / "metrics.jsonl"
+    log_path.write_text("")
+    started = time.perf_counter()
+    bar = tqdm(experiences, desc=f"{config.strategy} on {config.benchmark}", unit="exp", disable=not show_progress)
+    for index, experience in enumerate(bar):
+        step_keys = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(train_keys)
+        state, metrics = train_experience(state, experience, step_keys)
+        losses = np.asarray(metrics["loss"])
+        if not np.all(np.isfinite(losses)):
+            raise TrainingDiverged(f"training loss became {losses} in experience {index}")
+        row = np.asarray(accuracy(state.params, *test))  # [seeds, experiences]
+        rows.append(row)
+        record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
+        with log_path.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+        bar.set_postfix(seen_accuracy=f"{row[:, : index + 1].mean():.3f}")
+    bar.close()
+    train_seconds = time.perf_counter() - started
+
+    matrices = np.stack(rows, axis=1)  # [seeds, rows, experiences]
+    final = matrices[:, -1].mean(axis=1)
+    summary: dict[str, Any] = {
+        "strategy": config.strategy,
+        "metajax_version": metajax.__version__,
+        "jax_version": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+        "config": dataclasses.asdict(config),
+        "final_average_accuracy": _mean_std(final),
+        "accuracy_matrix": matrices.mean(axis=0).tolist(),
+        "accuracy_matrix_per_seed": matrices.tolist(),
+        "train_seconds": train_seconds,
+        "train_examples": int(sum(e.x.shape[0] for e in experiences)) * config.epochs,
+    }
+    if joint:
+        # One training phase: there is nothing to forget or transfer.
+        summary.update(forgetting=None, bwt=None, fwt=None)
+    else:
+        summary["forgetting"] = _mean_std([forgetting(m) for m in matrices])
+        summary["bwt"] = _mean_std([backward_transfer(m) for m in matrices])
+        summary["fwt"] = _mean_std([forward_transfer(m, b) for m, b in zip(matrices, initial_accuracy, strict=True)])
+    summary["plot"] = str(plot_accuracy_matrix(matrices.mean(axis=0), config, workdir / "accuracy_matrix.png"))
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def plot_accuracy_matrix(matrix: np.ndarray, config: ContinualConfig, path: Path) -> Path:
+    """A heat map of R[i, j], accuracy on experience j after training through experience i."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = matrix.shape
+    figure, axis = plt.subplots(figsize=(1.0 + 0.6 * cols, 1.0 + 0.6 * rows))
+    image = axis.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    for i in range(rows):
+        for j in range(cols):
+            axis.text(j, i, f"{100 * matrix[i, j]:.0f}", ha="center", va="center", color="w", fontsize=7)
+    axis.set_xlabel("tested on experience")
+    axis.set_ylabel("trained through experience" if rows > 1 else "joint training")
+    axis.set_title(f"{config.strategy}, {config.benchmark} {config.scenario}", fontsize=9)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
