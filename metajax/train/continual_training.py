@@ -123,9 +123,8 @@ def train_and_evaluate(config: ContinualConfig, workdir: str | Path, *, show_pro
     init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
     params = jax.vmap(model.init, in_axes=(0, None))(init_keys, jnp.asarray(stream.train_x[0, :1]))
     state = jax.vmap(learner.init)(params)
-    train_experience = jax.jit(
-        jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, 0)), donate_argnums=0
-    )
+    # No buffer donation: strategy states may hold the very arrays of the params (SI's, LwF's anchors at init).
+    train_experience = jax.jit(jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, 0)))
     accuracy = jax.jit(jax.vmap(learner.accuracy, in_axes=(0, None, None, None, None)))
     initial_accuracy = np.asarray(accuracy(state.params, *test))  # [seeds, experiences], for FWT
 
