@@ -46,3 +46,8 @@ def omniglot_dir() -> Path:
 @pytest.fixture(scope="session")
 def census_dir() -> Path:
     return _offline_copy("census_income", "census-income.test.gz", "census-income")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    return _offline_copy("mnist", "mnist.npz", "MNIST")

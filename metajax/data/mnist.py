@@ -11,7 +11,7 @@ import numpy as np
 from metajax.data.errors import DataError
 
 LOCAL_FILE = "mnist.npz"
-SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class LabeledImages(NamedTuple):
@@ -40,15 +40,19 @@ def _load_local(folder: Path) -> MnistSplits:
         )
     try:
         with np.load(path) as npz:
-            arrays = {name: npz[name] for name in SHAPES}
+            arrays = {name: npz[name] for name in ARRAYS}
     except (KeyError, ValueError, OSError, EOFError) as error:
         raise DataError(
             f"MNIST file {path} is unreadable or lacks x_train, y_train, x_test, y_test ({error}); "
             "replace it with an intact copy (see the SHA256SUMS beside the shared data)."
         ) from None
-    for name, shape in SHAPES.items():
-        if arrays[name].shape != shape:
-            raise DataError(f"MNIST file {path}: '{name}' has shape {arrays[name].shape}, expected {shape}")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != x.shape[:1]:
+            raise DataError(
+                f"MNIST file {path}: x_{split} has shape {x.shape} and y_{split} {y.shape}, expected "
+                f"[n, 28, 28] and [n] (60000 train, 10000 test rows in MNIST)"
+            )
     return MnistSplits(_flat(arrays["x_train"], arrays["y_train"]), _flat(arrays["x_test"], arrays["y_test"]))
 
 
