@@ -79,7 +79,7 @@ def ewc(
 
     def penalty(params, state, batch):
         per_slot = jax.tree.map(
-            lambda f, a, p: jnp.sum(f * jnp.square(p - a), axis=tuple(range(1, f.ndim))),
+            lambda f, a, p: jnp.sum(f * jnp.square(p[None] - a), axis=tuple(range(1, f.ndim))),
             state.fisher,
             state.anchors,
             params,

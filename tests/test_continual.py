@@ -1,0 +1,306 @@
+"""Continual-learning strategies, buffers and metrics against plain references."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metajax.continual import (
+    ContinualBatch,
+    Experience,
+    agem,
+    average_accuracy,
+    backward_transfer,
+    compose,
+    continual_learner,
+    diagonal_fisher,
+    ewc,
+    forgetting,
+    forward_transfer,
+    learning_without_forgetting,
+    masked_cross_entropy,
+    naive,
+    replay,
+    synaptic_intelligence,
+)
+from metajax.continual.replay_buffer import class_balanced_add, empty_buffer, reservoir_add, sample
+from metajax.models import MLP
+
+FEATURES, OUTPUTS, N, BATCH = 5, 4, 24, 8
+RTOL, ATOL = 1e-4, 1e-6
+MODEL = MLP((6,), OUTPUTS)
+
+
+def _experience(index, seed=0):
+    x = jax.random.normal(jax.random.key(seed + 100 * index), (N, FEATURES))
+    y = (jnp.arange(N) % 2 + 2 * (index % 2)).astype(jnp.int32)
+    head = jnp.arange(OUTPUTS) // 2 == index % 2
+    return Experience(x, y, head, jnp.asarray(index))
+
+
+def _params(seed=0):
+    return MODEL.init(jax.random.key(seed), jnp.zeros((1, FEATURES)))
+
+
+def test_metrics_on_a_hand_made_matrix():
+    r = np.array([[0.9, 0.1, 0.2], [0.6, 0.8, 0.3], [0.5, 0.7, 0.95]])
+    assert average_accuracy(r) == pytest.approx((0.5 + 0.7 + 0.95) / 3)
+    assert backward_transfer(r) == pytest.approx(((0.5 - 0.9) + (0.7 - 0.8)) / 2)
+    assert forward_transfer(r, [0.1, 0.05, 0.25]) == pytest.approx(((0.1 - 0.05) + (0.3 - 0.25)) / 2)
+    # Forgetting: best earlier accuracy minus final, over all but the last experience.
+    assert forgetting(r) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    with pytest.raises(ValueError, match=r"accuracy_matrix must have shape \[experiences, experiences\]"):
+        average_accuracy(np.zeros((2, 3)))
+
+
+def test_diagonal_fisher_equals_a_loop_of_per_example_gradients():
+    experience = _experience(0)
+    params = _params()
+    fisher = jax.jit(lambda p: diagonal_fisher(MODEL.apply, p, experience.x, experience.y, experience.logit_mask))(
+        params
+    )
+    squares = []
+    for i in range(N):
+        grads = jax.grad(
+            lambda p, i=i: masked_cross_entropy(
+                MODEL.apply(p, experience.x[i : i + 1]),
+                experience.y[i : i + 1],
+                experience.logit_mask[None],
+                jnp.ones(1),
+            )
+        )(params)
+        squares.append(jax.tree.map(jnp.square, grads))
+    expected = jax.tree.map(lambda *s: sum(s) / N, *squares)
+    chex.assert_trees_all_close(fisher, expected, rtol=RTOL, atol=1e-8)
+    chunked = diagonal_fisher(MODEL.apply, params, experience.x, experience.y, experience.logit_mask, chunk_size=6)
+    chex.assert_trees_all_close(chunked, expected, rtol=RTOL, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["separate", "online"])
+def test_ewc_penalty_is_the_papers_quadratic(mode):
+    strategy = ewc(MODEL.apply, ewc_lambda=3.0, num_experiences=3, mode=mode, decay=0.5)
+    params = _params()
+    state = strategy.init(params)
+    assert float(strategy.penalty(params, state, None)) == 0.0
+    anchors, fishers = [], []
+    for index in range(2):
+        anchor = jax.tree.map(lambda p, i=index: p + 0.1 * (i + 1), params)
+        experience = _experience(index)
+        state = strategy.after_experience(state, anchor, experience, jax.random.key(0))
+        anchors.append(anchor)
+        fishers.append(diagonal_fisher(MODEL.apply, anchor, experience.x, experience.y, experience.logit_mask))
+    current = _params(seed=1)
+
+    def quadratic(fisher, anchor):
+        terms = jax.tree.map(lambda f, a, p: jnp.sum(f * jnp.square(p - a)), fisher, anchor, current)
+        return sum(jax.tree.leaves(terms))
+
+    if mode == "separate":
+        expected = 1.5 * (quadratic(fishers[0], anchors[0]) + quadratic(fishers[1], anchors[1]))
+    else:  # F = decay * F_0 + F_1, anchored at the last weights.
+        expected = 1.5 * quadratic(jax.tree.map(lambda a, b: 0.5 * a + b, *fishers), anchors[1])
+    np.testing.assert_allclose(strategy.penalty(current, state, None), expected, rtol=1e-5)
+
+
+def _reservoir_trials(trials, capacity, chunks, chunk_size):
+    def one(key):
+        buffer = empty_buffer(capacity, 1, 1)
+        for c in range(chunks):
+            x = (jnp.arange(chunk_size) + c * chunk_size).astype(jnp.float32)[:, None]
+            buffer = reservoir_add(
+                buffer, x, jnp.zeros(chunk_size, jnp.int32), jnp.ones(1, bool), key=jax.random.fold_in(key, c)
+            )
+        return buffer.x[:, 0].astype(jnp.int32)
+
+    return np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), trials)))
+
+
+def test_reservoir_keeps_every_seen_example_with_equal_probability():
+    capacity, total, trials = 10, 100, 4000
+    kept = _reservoir_trials(trials, capacity, chunks=4, chunk_size=25)
+    assert all(len(set(row)) == capacity for row in kept)  # no example twice
+    counts = np.bincount(kept.ravel(), minlength=total)
+    # Each example is kept with probability capacity / total = 0.1: 400 of 4000 trials,
+    # binomial standard deviation 19; 5 sigma bounds every one of the 100 counts.
+    expected, sigma = trials * capacity / total, np.sqrt(trials * 0.1 * 0.9)
+    assert np.all(np.abs(counts - expected) < 5 * sigma), counts
+    # Chi-square over the 100 examples, 99 degrees of freedom: 99 +- 14; 160 is about 4 sigma.
+    assert np.sum((counts - expected) ** 2 / expected) < 160
+    # The buffer fills in order before it starts replacing.
+    first = _reservoir_trials(2, capacity, chunks=1, chunk_size=7)
+    np.testing.assert_array_equal(first[0, :7], np.arange(7))
+
+
+def test_class_balanced_buffer_gives_every_seen_class_its_quota():
+    buffer = empty_buffer(12, 1, 3)
+    for index, classes in enumerate([[0, 1], [2, 3], [4, 5]]):
+        y = jnp.repeat(jnp.asarray(classes, jnp.int32), 50)
+        x = (y * 1000 + jnp.arange(100)).astype(jnp.float32)[:, None]
+        buffer = class_balanced_add(buffer, x, y, jnp.ones(3, bool), key=jax.random.key(index), num_classes=6)
+        seen = 2 * (index + 1)
+        counts = np.bincount(np.asarray(buffer.y[: int(buffer.filled)]), minlength=6)
+        np.testing.assert_array_equal(counts[:seen], 12 // seen)
+        assert int(buffer.filled) == seen * (12 // seen)
+        # Stored examples are intact rows of their class.
+        np.testing.assert_array_equal(
+            np.asarray(buffer.x[: int(buffer.filled), 0]) // 1000, buffer.y[: int(buffer.filled)]
+        )
+
+
+def test_sample_is_weightless_while_the_buffer_is_empty():
+    x, y, mask, weight = sample(empty_buffer(5, 2, 3), 4, key=jax.random.key(0))
+    assert x.shape == (4, 2) and float(weight.sum()) == 0.0
+
+
+def _reference_naive_run(params, experiences, key, optimizer):
+    """Plain SGD over the same shuffled batches the learner draws, one Python step at a time."""
+    for experience, exp_key in zip(experiences, jax.random.split(key, len(experiences)), strict=True):
+        opt_state = optimizer.init(params)
+        order_key, _, _ = jax.random.split(exp_key, 3)
+        rows = np.asarray(jax.random.permutation(jax.random.split(order_key, 1)[0], N))[: (N // BATCH) * BATCH]
+        for batch_rows in rows.reshape(-1, BATCH):
+            batch = ContinualBatch(
+                experience.x[batch_rows],
+                experience.y[batch_rows],
+                jnp.broadcast_to(experience.logit_mask, (BATCH, OUTPUTS)),
+                jnp.ones(BATCH),
+            )
+            grads = jax.grad(lambda p, b=batch: masked_cross_entropy(MODEL.apply(p, b.x), b.y, b.logit_mask, b.weight))(
+                params
+            )
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+    return params
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_naive_learner_equals_plain_sgd_over_the_same_batches(jit):
+    optimizer = optax.sgd(0.1, momentum=0.5)
+    learner = continual_learner(MODEL.apply, naive(), optimizer, epochs=1, batch_size=BATCH)
+    train = jax.jit(learner.train_experience) if jit else learner.train_experience
+    experiences = [_experience(i) for i in range(2)]
+    key = jax.random.key(3)
+    state = learner.init(_params())
+    for experience, exp_key in zip(experiences, jax.random.split(key, 2), strict=True):
+        state, metrics = train(state, experience, key=exp_key)
+    expected = _reference_naive_run(_params(), experiences, key, optimizer)
+    chex.assert_trees_all_close(state.params, expected, rtol=RTOL, atol=ATOL)
+    assert int(state.experiences_done) == 2 and np.isfinite(metrics["loss"])
+
+
+STRATEGIES = {
+    "naive": lambda: naive(),
+    "replay": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS),
+    "replay-class-balanced": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS, policy="class-balanced"),
+    "agem": lambda: agem(16, features=FEATURES, num_outputs=OUTPUTS, reference_batch=8),
+    "ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0, num_experiences=3),
+    "online-ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0, num_experiences=3, mode="online", decay=0.9),
+    "si": lambda: synaptic_intelligence(si_c=0.5),
+    "lwf": lambda: learning_without_forgetting(MODEL.apply, alpha=1.0, num_outputs=OUTPUTS),
+    "replay+ewc": lambda: compose(
+        replay(16, features=FEATURES, num_outputs=OUTPUTS), ewc(MODEL.apply, ewc_lambda=10.0, num_experiences=3)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategies_jitted_and_not_agree_and_do_not_recompile(name):
+    learner = continual_learner(MODEL.apply, STRATEGIES[name](), optax.adam(1e-2), epochs=2, batch_size=BATCH)
+    jitted = jax.jit(chex.assert_max_traces(learner.train_experience, n=1))
+    plain_state = jit_state = learner.init(_params())
+    for index in range(3):
+        experience, key = _experience(index), jax.random.key(index)
+        jit_state, _ = jitted(jit_state, experience, key=key)
+        plain_state, _ = learner.train_experience(plain_state, experience, key=key)
+    chex.clear_trace_counter()
+    chex.assert_trees_all_close(jit_state.params, plain_state.params, rtol=1e-3, atol=1e-5)
+    chex.assert_tree_all_finite(jit_state.params)
+
+
+def test_vmapped_seeds_equal_separate_runs():
+    learner = continual_learner(
+        MODEL.apply, replay(16, features=FEATURES, num_outputs=OUTPUTS), optax.adam(1e-2), epochs=1, batch_size=BATCH
+    )
+    keys = jax.random.split(jax.random.key(9), 3)
+    params = jax.vmap(lambda k: MODEL.init(k, jnp.zeros((1, FEATURES))))(keys)
+    train = jax.jit(jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, 0)))
+    single = jax.jit(lambda s, e, k: learner.train_experience(s, e, key=k))
+    batched = jax.vmap(learner.init)(params)
+    separate = [learner.init(jax.tree.map(lambda p, i=i: p[i], params)) for i in range(3)]
+    for index in range(2):
+        experience = _experience(index)
+        step_keys = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(keys)
+        batched, _ = train(batched, experience, step_keys)
+        separate = [single(s, experience, step_keys[i])[0] for i, s in enumerate(separate)]
+    for i, state in enumerate(separate):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda p, i=i: p[i], batched.params), state.params, rtol=RTOL, atol=ATOL
+        )
+
+
+def test_agem_projects_only_conflicting_gradients():
+    strategy = agem(8, features=FEATURES, num_outputs=OUTPUTS, reference_batch=8)
+    params = _params()
+    experience = _experience(0)
+    memory = strategy.after_experience(strategy.init(params), params, experience, jax.random.key(0))
+
+    def data_loss(p, batch):
+        return masked_cross_entropy(MODEL.apply(p, batch.x), batch.y, batch.logit_mask, batch.weight)
+
+    key = jax.random.key(1)
+    x, y, mask, weight = sample(memory, 8, key=key)
+    reference = jax.grad(data_loss)(params, ContinualBatch(x, y, mask, weight))
+    flat_ref, unravel = jax.flatten_util.ravel_pytree(reference)
+    for sign in (1.0, -1.0):
+        g = sign * flat_ref + 0.3 * jnp.roll(flat_ref, 1)
+        projected = jax.flatten_util.ravel_pytree(strategy.project(unravel(g), params, memory, key, data_loss))[0]
+        if g @ flat_ref < 0:
+            np.testing.assert_allclose(projected, g - (g @ flat_ref) / (flat_ref @ flat_ref) * flat_ref, rtol=1e-5)
+            np.testing.assert_allclose(projected @ flat_ref, 0.0, atol=1e-5)
+        else:
+            np.testing.assert_allclose(projected, g, rtol=1e-6)
+
+
+def test_synaptic_intelligence_accumulates_the_path_integral():
+    strategy = synaptic_intelligence(si_c=2.0, damping=0.1)
+    start = {"w": jnp.array([1.0, 2.0])}
+    state = strategy.init(start)
+    middle, end = {"w": jnp.array([1.5, 2.0])}, {"w": jnp.array([2.0, 1.0])}
+    state = strategy.after_step(state, start, middle, {"w": jnp.array([-1.0, 3.0])})
+    state = strategy.after_step(state, middle, end, {"w": jnp.array([-2.0, 1.0])})
+    path = np.array([1.0 * 0.5 + 2.0 * 0.5, -3.0 * 0.0 + 1.0 * 1.0])  # sum of -g * delta
+    np.testing.assert_allclose(state.path["w"], path)
+    state = strategy.after_experience(state, end, None, None)
+    importance = path / (np.array([1.0, 1.0]) ** 2 + 0.1)
+    np.testing.assert_allclose(state.importance["w"], importance, rtol=1e-6)
+    probe = {"w": jnp.array([3.0, 3.0])}
+    np.testing.assert_allclose(strategy.penalty(probe, state, None), 2.0 * np.sum(importance * np.array([1.0, 4.0])))
+
+
+def test_lwf_penalty_is_zero_before_and_positive_after_the_first_experience():
+    strategy = learning_without_forgetting(MODEL.apply, alpha=1.0, num_outputs=OUTPUTS)
+    params = _params()
+    experience = _experience(0)
+    batch = ContinualBatch(experience.x, experience.y, jnp.ones((N, OUTPUTS), bool), jnp.ones(N))
+    state = strategy.init(params)
+    assert float(strategy.penalty(_params(1), state, batch)) == 0.0
+    state = strategy.after_experience(state, params, experience, None)
+    assert float(strategy.penalty(params, state, batch)) == pytest.approx(0.0, abs=1e-6)  # same model
+    assert float(strategy.penalty(_params(1), state, batch)) > 0.0
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="buffer size must be positive, got 0"):
+        replay(0, features=FEATURES, num_outputs=OUTPUTS).init(None)
+    with pytest.raises(ValueError, match="buffer policy must be 'reservoir' or 'class-balanced'"):
+        replay(4, features=FEATURES, num_outputs=OUTPUTS, policy="fifo")
+    with pytest.raises(ValueError, match="EWC mode must be 'separate' or 'online'"):
+        ewc(MODEL.apply, ewc_lambda=1.0, num_experiences=2, mode="both")
+    learner = continual_learner(MODEL.apply, naive(), optax.sgd(0.1), epochs=1, batch_size=BATCH)
+    experience = _experience(0)
+    with pytest.raises(ValueError, match=r"experience.y must have shape \[examples\] = \(24,\)"):
+        learner.train_experience(
+            learner.init(_params()), experience._replace(y=experience.y[:5]), key=jax.random.key(0)
+        )
