@@ -1,0 +1,61 @@
+"""``metajax continual`` end to end on generated data, and its errors."""
+
+import json
+import re
+
+import pytest
+
+from metajax.cli import main
+
+
+def test_default_run_writes_summary_log_and_heat_map(tmp_path, capsys):
+    assert main(["continual", "--strategy", "replay", "--seeds", "2", "--no-progress", "--workdir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["benchmark"] == "split-gaussian" and summary["config"]["scenario"] == "class-il"
+    matrix = summary["accuracy_matrix"]
+    assert len(matrix) == 5 and all(len(row) == 5 for row in matrix)
+    assert len(summary["accuracy_matrix_per_seed"]) == 2
+    # Replay of 1000 examples keeps old classes alive: far above naive's 1/5 in class-IL.
+    assert summary["final_average_accuracy"]["mean"] > 0.4 and summary["final_average_accuracy"]["std"] >= 0
+    for key in ("forgetting", "bwt", "fwt"):
+        assert set(summary[key]) == {"mean", "std"}
+    assert summary["train_seconds"] > 0 and summary["metajax_version"]
+    assert (tmp_path / "accuracy_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
+    assert "final average accuracy %" in capsys.readouterr().out
+
+
+def test_naive_class_il_forgets_and_joint_does_not(tmp_path):
+    for strategy in ("naive", "joint"):
+        args = ["continual", "--strategy", strategy, "--no-progress", "--workdir", str(tmp_path / strategy)]
+        assert main(args) == 0
+    naive = json.loads((tmp_path / "naive" / "summary.json").read_text())
+    joint = json.loads((tmp_path / "joint" / "summary.json").read_text())
+    assert naive["final_average_accuracy"]["mean"] < 0.3 and naive["forgetting"]["mean"] > 0.8
+    assert joint["final_average_accuracy"]["mean"] > 0.9 and joint["forgetting"] is None
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategy", "dream"], "strategy must be one of naive, joint"),
+        (["--buffer-size", "0"], "buffer-size must be a positive integer, got 0"),
+        (["--buffer-size", "99999"], "buffer-size 99999 is larger than the whole stream"),
+        (["--benchmark", "permuted-mnist", "--scenario", "class-il"], "cannot run scenario 'class-il'"),
+        (["--benchmark", "split-mnist", "--data-dir", "/nonexistent"], "MNIST not found: looked for /nonexistent"),
+        (["--ewc-lambda", "-1"], "ewc-lambda must be >= 0"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args, message, tmp_path, capsys):
+    assert main(["continual", *args, "--no-progress", "--workdir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("metajax continual: error:") and error.count("\n") == 1
+    assert re.search(message, error)
+
+
+def test_split_mnist_task_il_with_ewc(mnist_dir, tmp_path):
+    args = ["continual", "--benchmark", "split-mnist", "--scenario", "task-il", "--strategy", "ewc"]
+    args += ["--data-dir", str(mnist_dir), "--hidden", "100", "--no-progress", "--workdir", str(tmp_path)]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["final_average_accuracy"]["mean"] > 0.9  # task-IL Split MNIST is easy (paper: 98.6 for EWC)
