@@ -80,7 +80,7 @@ def test_diagonal_fisher_equals_a_loop_of_per_example_gradients():
 
 @pytest.mark.parametrize("mode", ["separate", "online"])
 def test_ewc_penalty_is_the_papers_quadratic(mode):
-    strategy = ewc(MODEL.apply, ewc_lambda=3.0, num_experiences=3, mode=mode, decay=0.5)
+    strategy = ewc(MODEL.apply, ewc_lambda=3.0, mode=mode, decay=0.5)
     params = _params()
     state = strategy.init(params)
     assert float(strategy.penalty(params, state, None)) == 0.0
@@ -195,12 +195,12 @@ STRATEGIES = {
     "replay": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS),
     "replay-class-balanced": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS, policy="class-balanced"),
     "agem": lambda: agem(16, features=FEATURES, num_outputs=OUTPUTS, reference_batch=8),
-    "ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0, num_experiences=3),
-    "online-ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0, num_experiences=3, mode="online", decay=0.9),
+    "ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0),
+    "online-ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0, mode="online", decay=0.9),
     "si": lambda: synaptic_intelligence(si_c=0.5),
     "lwf": lambda: learning_without_forgetting(MODEL.apply, alpha=1.0, num_outputs=OUTPUTS),
     "replay+ewc": lambda: compose(
-        replay(16, features=FEATURES, num_outputs=OUTPUTS), ewc(MODEL.apply, ewc_lambda=10.0, num_experiences=3)
+        replay(16, features=FEATURES, num_outputs=OUTPUTS), ewc(MODEL.apply, ewc_lambda=10.0)
     ),
 }
 
@@ -297,7 +297,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="buffer policy must be 'reservoir' or 'class-balanced'"):
         replay(4, features=FEATURES, num_outputs=OUTPUTS, policy="fifo")
     with pytest.raises(ValueError, match="EWC mode must be 'separate' or 'online'"):
-        ewc(MODEL.apply, ewc_lambda=1.0, num_experiences=2, mode="both")
+        ewc(MODEL.apply, ewc_lambda=1.0, mode="both")
     learner = continual_learner(MODEL.apply, naive(), optax.sgd(0.1), epochs=1, batch_size=BATCH)
     experience = _experience(0)
     with pytest.raises(ValueError, match=r"experience.y must have shape \[examples\] = \(24,\)"):

