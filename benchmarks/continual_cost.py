@@ -1,0 +1,127 @@
+"""What continual strategies and seeds cost: training time of Split MNIST, against naive and a matmul roof.
+
+For each strategy, ``--seeds`` in {1, N} runs are trained together (vmapped)
+through the 5 experiences of Split MNIST (class-IL, MLP 2 x 400, Adam, 1
+epoch); the first experience is run once beforehand to compile, and the timed
+figure is the training of all 5 experiences. Printed beside it: the FLOP/s
+the naive run reaches (training FLOPs estimated as 3 x 2 x the forward
+multiply-adds) and the FLOP/s of a plain jitted matmul with the MLP's largest
+shape ([batch, 784] x [784, 400]).
+
+    python benchmarks/continual_cost.py --data-dir ../shared/data/mnist
+
+Writes ``benchmarks/results/continual_cost_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metajax.continual import Experience, continual_learner
+from metajax.data.continual_streams import split_mnist
+from metajax.data.mnist import load_mnist
+from metajax.models import MLP
+from metajax.train.continual_config import ContinualConfig
+from metajax.train.continual_training import build_strategy
+
+HIDDEN = (400, 400)
+
+
+def time_strategy(stream, strategy_name, seeds, batch_size, args):
+    model = MLP(HIDDEN, stream.num_outputs)
+    config = ContinualConfig(
+        benchmark="split-mnist", scenario="class-il", strategy=strategy_name, ewc_lambda=1000.0,
+        buffer_size=1000, batch_size=batch_size,
+    )  # fmt: skip
+    learner = continual_learner(
+        model.apply, build_strategy(config, model.apply, stream), optax.adam(1e-3), epochs=1, batch_size=batch_size
+    )
+    keys = jax.random.split(jax.random.key(0), seeds)
+    state = jax.vmap(learner.init)(jax.vmap(model.init, in_axes=(0, None))(keys, jnp.zeros((1, 784))))
+    train = jax.jit(jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, 0)))
+    experiences = [
+        Experience(jnp.asarray(stream.train_x[e]), jnp.asarray(stream.train_y[e]), jnp.asarray(stream.logit_mask[e]),
+                   jnp.asarray(e))
+        for e in range(stream.num_experiences)
+    ]  # fmt: skip
+    jax.block_until_ready(train(state, experiences[0], keys))  # compile
+    start = time.perf_counter()
+    for experience in experiences:
+        state, _ = train(state, experience, keys)
+    jax.block_until_ready(state)
+    return time.perf_counter() - start
+
+
+def matmul_flops(batch_size, steps):
+    x = jax.random.normal(jax.random.key(0), (steps, batch_size, 784))
+    w = jax.random.normal(jax.random.key(1), (784, 400))
+    run = jax.jit(lambda x, w: jax.lax.scan(lambda c, xb: (c + jnp.sum(xb @ w), None), 0.0, x)[0])
+    jax.block_until_ready(run(x, w))
+    start = time.perf_counter()
+    jax.block_until_ready(run(x, w))
+    return steps * batch_size * 784 * 400 * 2 / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument(
+        "--strategies", nargs="+", default=["naive", "replay", "ewc", "online-ewc", "agem", "si", "lwf"]
+    )
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 10])
+    args = parser.parse_args()
+    stream = split_mnist(load_mnist(args.data_dir), "class-il")
+    examples = stream.train_x.shape[0] * stream.train_x.shape[1]
+    flops_per_example = 6 * (784 * 400 + 400 * 400 + 400 * 10)
+    rows = []
+    print(
+        f"{'batch':>5} {'strategy':>11} {'1 seed s':>9} {f'{args.seeds} seeds s':>10} {'x naive':>8} {'seeds ratio':>11}"
+    )
+    for batch_size in args.batch_sizes:
+        naive_seconds = None
+        for name in args.strategies:
+            one = time_strategy(stream, name, 1, batch_size, args)
+            many = time_strategy(stream, name, args.seeds, batch_size, args)
+            naive_seconds = naive_seconds or one
+            row = {
+                "batch_size": batch_size,
+                "strategy": name,
+                "seconds_1_seed": one,
+                f"seconds_{args.seeds}_seeds": many,
+                "cost_vs_naive": one / naive_seconds,
+                "seeds_time_ratio": many / one,
+            }
+            if name == "naive":
+                row["naive_gflops_per_second"] = examples * flops_per_example / one / 1e9
+                row["matmul_gflops_per_second"] = matmul_flops(batch_size, examples // batch_size) / 1e9
+            rows.append(row)
+            line = f"{batch_size:>5} {name:>11} {one:>9.2f} {many:>10.2f} {one / naive_seconds:>7.2f}x {many / one:>10.2f}x"
+            if name == "naive":
+                line += (
+                    f"   naive {row['naive_gflops_per_second']:.1f} GFLOP/s, "
+                    f"matmul {row['matmul_gflops_per_second']:.1f}"
+                )
+            print(line)
+    output = Path(__file__).resolve().parent / "results" / f"continual_cost_{jax.default_backend()}.json"
+    record = {
+        "command": "python benchmarks/continual_cost.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
+        "jax_version": jax.__version__,
+        "rows": rows,
+    }
+    output.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
