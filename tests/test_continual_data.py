@@ -73,7 +73,7 @@ def test_missing_and_corrupt_mnist_say_where_and_how(tmp_path, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(tfds, "data_source", offline)
-    with pytest.raises(DataError, match="could not load MNIST with TensorFlow Datasets.*ConnectionError.*--data-dir"):
+    with pytest.raises(DataError, match="could not load mnist with TensorFlow Datasets.*ConnectionError.*--data-dir"):
         load_mnist(None, tfds_data_dir=str(tmp_path))
 
 

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from metajax.data.errors import DataError
+from metajax.data.tfds_source import tfds_records
 
 LOCAL_FILE = "mnist.npz"
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -57,20 +58,14 @@ def _load_local(folder: Path) -> MnistSplits:
 
 
 def _load_tfds(tfds_data_dir: str | None) -> MnistSplits:
-    import tensorflow_datasets as tfds  # Lazy: accelerator images often lack it.
-
     splits = []
     for split in ("train", "test"):
-        try:
-            source = tfds.data_source("mnist", split=split, data_dir=tfds_data_dir, download=True)
-        except Exception as error:  # TFDS raises many kinds (network, missing builder, permissions).
-            where = tfds_data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-            raise DataError(
-                f"could not load MNIST with TensorFlow Datasets (looked in {where}, then tried to download): "
-                f"{type(error).__name__}: {error}. Without a network, pass --data-dir with a folder holding "
-                f"{LOCAL_FILE}."
-            ) from None
-        records = [source[index] for index in range(len(source))]
+        records = tfds_records(
+            "mnist",
+            split,
+            tfds_data_dir,
+            offline_hint=f"Without a network, pass --data-dir with a folder holding {LOCAL_FILE}.",
+        )
         images = np.stack([record["image"][..., 0] for record in records])
         labels = np.array([record["label"] for record in records])
         splits.append(_flat(images, labels))

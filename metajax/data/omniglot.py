@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.data.errors import DataError
+from metajax.data.tfds_source import tfds_records
 
 IMAGE_SIZE = 28
 EXAMPLES_PER_CLASS = 20
@@ -101,18 +102,12 @@ def _load_local_split(data_dir: Path, split: str) -> np.ndarray:
 
 
 def _load_tfds_split(split: str, tfds_data_dir: str | None) -> np.ndarray:
-    import tensorflow_datasets as tfds  # Lazy: accelerator images often lack it.
-
-    try:
-        source = tfds.data_source("omniglot", split=TFDS_SPLITS[split], data_dir=tfds_data_dir, download=True)
-    except Exception as error:  # TFDS raises many kinds (network, missing builder, permissions).
-        where = tfds_data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-        raise DataError(
-            f"could not load Omniglot with TensorFlow Datasets (looked in {where}, then tried to "
-            f"download): {type(error).__name__}: {error}. Without a network, pass --data-dir with a "
-            f"folder holding {' and '.join(LOCAL_FILES.values())}."
-        ) from None
-    records = [source[index] for index in range(len(source))]
+    records = tfds_records(
+        "omniglot",
+        TFDS_SPLITS[split],
+        tfds_data_dir,
+        offline_hint=f"Without a network, pass --data-dir with a folder holding {' and '.join(LOCAL_FILES.values())}.",
+    )
     # TFDS stores the PNGs as RGB with white (255) paper.
     ink = np.stack([record["image"][..., 0] < 128 for record in records])
     labels = np.array([record["label"] for record in records])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -14,7 +13,6 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-import metajax
 from metajax.continual import (
     Experience,
     agem,
@@ -34,6 +32,7 @@ from metajax.data.mnist import load_mnist
 from metajax.models import MLP
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
+from metajax.train.run_info import run_metadata
 
 
 def build_stream(config: ContinualConfig) -> Stream:
@@ -150,10 +149,7 @@ def train_and_evaluate(config: ContinualConfig, workdir: str | Path, *, show_pro
     final = matrices[:, -1].mean(axis=1)
     summary: dict[str, Any] = {
         "strategy": config.strategy,
-        "metajax_version": metajax.__version__,
-        "jax_version": jax.__version__,
-        "device": jax.devices()[0].device_kind,
-        "config": dataclasses.asdict(config),
+        **run_metadata(config),
         "final_average_accuracy": _mean_std(final),
         "accuracy_matrix": matrices.mean(axis=0).tolist(),
         "accuracy_matrix_per_seed": matrices.tolist(),

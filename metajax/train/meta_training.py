@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from functools import partial
@@ -15,7 +14,6 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-import metajax
 from metajax.data import few_shot_sampler, load_omniglot, sinusoid_sampler
 from metajax.data.omniglot import EXAMPLES_PER_CLASS
 from metajax.meta import mean_squared_error, reptile, softmax_cross_entropy
@@ -23,6 +21,7 @@ from metajax.models import MLP, Conv4
 from metajax.train.config import ReptileConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
+from metajax.train.run_info import run_metadata
 
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
 
@@ -195,10 +194,7 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
 
     summary: dict[str, Any] = {
         "algorithm": "reptile",
-        "metajax_version": metajax.__version__,
-        "jax_version": jax.__version__,
-        "device": jax.devices()[0].device_kind,
-        "config": dataclasses.asdict(config),
+        **run_metadata(config),
         "meta_iters_done": int(state.step),
         "meta_tasks_per_second": steady_steps * config.meta_batch / steady_seconds,
         "train_seconds": train_seconds,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-import metajax
 from metajax.data.census_income import load_census_income
 from metajax.data.correlated_regression import correlated_regression_dataset
 from metajax.data.multitask import MultiTaskDataset
@@ -25,6 +23,7 @@ from metajax.multitask.evaluation import headline, score_split
 from metajax.multitask.weighting import WEIGHTINGS
 from metajax.train.errors import TrainingDiverged
 from metajax.train.multitask_config import MultiTaskConfig
+from metajax.train.run_info import run_metadata
 
 
 def build_model(config: MultiTaskConfig) -> nn.Module:
@@ -145,10 +144,7 @@ def train_and_evaluate(
     final_test = score(state.params, dataset.test)
     summary: dict[str, Any] = {
         "model": config.model,
-        "metajax_version": metajax.__version__,
-        "jax_version": jax.__version__,
-        "device": jax.devices()[0].device_kind,
-        "config": dataclasses.asdict(config),
+        **run_metadata(config),
         "data": {
             "train_examples": int(dataset.train.x.shape[0]),
             "validation_examples": int(dataset.validation.x.shape[0]),

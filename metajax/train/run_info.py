@@ -1,0 +1,19 @@
+"""What every summary.json starts with: the library, JAX, the device and the config."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+import metajax
+
+
+def run_metadata(config) -> dict[str, Any]:
+    return {
+        "metajax_version": metajax.__version__,
+        "jax_version": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+        "config": dataclasses.asdict(config),
+    }
