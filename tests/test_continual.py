@@ -304,3 +304,34 @@ def test_bad_arguments_are_refused():
         learner.train_experience(
             learner.init(_params()), experience._replace(y=experience.y[:5]), key=jax.random.key(0)
         )
+
+
+def test_a_vmapped_sweep_over_ewc_lambda_equals_separate_runs():
+    """lambda lives in the strategy state, so runs with different lambdas train together."""
+    lambdas = jnp.array([0.0, 10.0, 1000.0])
+    learner = continual_learner(
+        MODEL.apply, ewc(MODEL.apply, ewc_lambda=1.0), optax.adam(1e-2), epochs=1, batch_size=BATCH
+    )
+
+    def with_strength(strength):
+        state = learner.init(_params())
+        return state._replace(strategy_state=state.strategy_state._replace(strength=strength))
+
+    batched = jax.vmap(with_strength)(lambdas)
+    train = jax.jit(jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, None)))
+    for index in range(2):
+        batched, _ = train(batched, _experience(index), jax.random.key(index))
+    for i, strength in enumerate(lambdas):
+        separate = continual_learner(
+            MODEL.apply, ewc(MODEL.apply, ewc_lambda=float(strength)), optax.adam(1e-2), epochs=1, batch_size=BATCH
+        )
+        state = separate.init(_params())
+        for index in range(2):
+            state, _ = separate.train_experience(state, _experience(index), key=jax.random.key(index))
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda p, i=i: p[i], batched.params), state.params, rtol=RTOL, atol=ATOL
+        )
+    # The sweep is not degenerate: lambda changes the second experience's result.
+    assert not np.allclose(
+        batched.params["params"]["Dense_0"]["kernel"][0], batched.params["params"]["Dense_0"]["kernel"][2]
+    )

@@ -25,6 +25,7 @@ class EWCState(NamedTuple):
     fisher: Any
     anchor: Any
     residual: jax.Array
+    strength: jax.Array
 
 
 def diagonal_fisher(
@@ -75,7 +76,9 @@ def ewc(
     plus a constant). ``mode="online"``: one Fisher, F <- decay * F + F_new,
     anchored at the latest weights (Schwarz et al. 2018, arXiv 1805.06370). The
     Fisher of an experience is computed on its first ``fisher_samples``
-    examples (all by default).
+    examples (all by default). ``ewc_lambda`` is the initial state's
+    ``strength``; replace it in the state (``state._replace(strength=...)``)
+    to sweep lambda over a vmapped run axis.
     """
     if mode not in ("separate", "online"):
         raise ValueError(f"EWC mode must be 'separate' or 'online', got {mode!r}")
@@ -84,11 +87,11 @@ def ewc(
 
     def init(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return EWCState(fisher=zeros, anchor=zeros, residual=jnp.zeros(()))
+        return EWCState(fisher=zeros, anchor=zeros, residual=jnp.zeros(()), strength=jnp.asarray(ewc_lambda, float))
 
     def penalty(params, state, batch):
         terms = jax.tree.map(lambda f, m, p: jnp.sum(f * jnp.square(p - m)), state.fisher, state.anchor, params)
-        return 0.5 * ewc_lambda * (sum(jax.tree.leaves(terms)) + state.residual)
+        return 0.5 * state.strength * (sum(jax.tree.leaves(terms)) + state.residual)
 
     def after_experience(state, params, experience, key):
         n = experience.x.shape[0] if fisher_samples is None else min(fisher_samples, experience.x.shape[0])
@@ -96,7 +99,7 @@ def ewc(
         new = diagonal_fisher(apply_fn, params, experience.x[:n], experience.y[:n], heads)
         if mode == "online":
             fisher = jax.tree.map(lambda old, f: decay * old + f, state.fisher, new)
-            return EWCState(fisher=fisher, anchor=params, residual=jnp.zeros(()))
+            return EWCState(fisher=fisher, anchor=params, residual=jnp.zeros(()), strength=state.strength)
 
         # A (x - m)^2 + F (x - t)^2 = (A + F) (x - (A m + F t) / (A + F))^2 + A F (m - t)^2 / (A + F).
         def combine(old, m, f, t):
@@ -110,6 +113,6 @@ def ewc(
         fisher = jax.tree.map(lambda triple: triple[0], merged, is_leaf=is_triple)
         anchor = jax.tree.map(lambda triple: triple[1], merged, is_leaf=is_triple)
         extra = sum(triple[2] for triple in jax.tree.leaves(merged, is_leaf=is_triple))
-        return EWCState(fisher=fisher, anchor=anchor, residual=state.residual + extra)
+        return EWCState(fisher=fisher, anchor=anchor, residual=state.residual + extra, strength=state.strength)
 
     return Strategy(init=init, penalty=penalty, after_experience=after_experience)
