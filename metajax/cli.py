@@ -126,8 +126,12 @@ def _add_continual_parser(subparsers) -> None:
     parser.add_argument("--benchmark", choices=CONTINUAL_BENCHMARKS, default="split-gaussian")
     parser.add_argument("--scenario", help="task-il, domain-il or class-il (default: the benchmark's usual one)")
     parser.add_argument("--strategy", default="naive", help=f"one of {', '.join(CONTINUAL_STRATEGIES)}")
-    parser.add_argument("--data-dir", help="folder with mnist.npz; without it MNIST comes from TensorFlow Datasets")
-    parser.add_argument("--experiences", type=int, default=10, help="experiences of permuted-mnist")
+    parser.add_argument(
+        "--data-dir",
+        help="folder with mnist.npz (or Omniglot's npz files for split-omniglot); without it the data comes "
+        "from TensorFlow Datasets",
+    )
+    parser.add_argument("--experiences", type=int, default=10, help="experiences of permuted-mnist / split-omniglot")
     parser.add_argument("--buffer-size", type=int, default=1000, help="examples kept by replay / A-GEM")
     parser.add_argument("--buffer-policy", choices=BUFFER_POLICIES, default="reservoir")
     parser.add_argument("--ewc-lambda", type=float, default=100.0)

@@ -59,3 +59,12 @@ def test_split_mnist_task_il_with_ewc(mnist_dir, tmp_path):
     assert main(args) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final_average_accuracy"]["mean"] > 0.9  # task-IL Split MNIST is easy (paper: 98.6 for EWC)
+
+
+def test_split_omniglot_task_il(omniglot_dir, tmp_path):
+    args = ["continual", "--benchmark", "split-omniglot", "--scenario", "task-il", "--experiences", "3"]
+    args += ["--data-dir", str(omniglot_dir), "--batch-size", "32", "--epochs", "3", "--hidden", "64"]
+    assert main([*args, "--no-progress", "--workdir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["accuracy_matrix"]) == 3
+    assert summary["final_average_accuracy"]["mean"] > 0.2  # 10-way heads: chance is 0.1

@@ -133,3 +133,28 @@ def test_offline_mnist_copy(mnist_dir):
     data = load_mnist(mnist_dir)
     assert data.train.x.shape == (60000, 784) and data.test.x.shape == (10000, 784)
     assert np.bincount(data.test.y).sum() == 10000
+
+
+def test_split_omniglot_groups_characters_into_experiences():
+    from metajax.data.continual_streams import split_omniglot
+
+    bank = np.random.default_rng(0).random((30, 20, 28, 28, 1)).astype(np.float32)
+    stream = split_omniglot(bank, "task-il", num_experiences=3, classes_per_experience=4, seed=1)
+    assert stream.train_x.shape == (3, 4 * 15, 784) and stream.test_x.shape == (3, 4 * 5, 784)
+    assert stream.num_outputs == 12 and stream.logit_mask.sum(axis=1).tolist() == [4, 4, 4]
+    assert set(stream.train_y[1]) == {4, 5, 6, 7}
+    # Every training row is one of the first 15 drawings of its character, every test row one of the last 5,
+    # and one label is one character throughout.
+    where = {bank[c, d].tobytes(): (c, d) for c in range(30) for d in range(20)}
+    characters = {}
+    for x_split, y_split, drawings in (
+        (stream.train_x, stream.train_y, range(15)),
+        (stream.test_x, stream.test_y, range(15, 20)),
+    ):
+        for x, label in zip(x_split.reshape(-1, 784), y_split.reshape(-1), strict=True):
+            character, drawing = where[x.reshape(28, 28, 1).tobytes()]
+            assert drawing in drawings
+            assert characters.setdefault(int(label), character) == character
+    assert len(set(characters.values())) == 12
+    with pytest.raises(ValueError, match="split-omniglot needs 10 x 10 = 100 classes, the bank has 30"):
+        split_omniglot(bank, "class-il")

@@ -111,6 +111,43 @@ def split_mnist(data: MnistSplits, scenario: str, *, seed: int = 0) -> Stream:
     return class_split_stream(data, [[2 * i, 2 * i + 1] for i in range(5)], scenario, seed=seed)
 
 
+def split_omniglot(
+    class_bank: np.ndarray,
+    scenario: str,
+    *,
+    num_experiences: int = 10,
+    classes_per_experience: int = 10,
+    train_per_class: int = 15,
+    seed: int = 0,
+) -> Stream:
+    """Split Omniglot: experiences of ``classes_per_experience`` characters, drawn at random (seeded).
+
+    ``class_bank`` is ``[classes, examples, 28, 28, 1]`` (e.g. the evaluation
+    set of ``load_omniglot``); the first ``train_per_class`` drawings of each
+    character train, the rest test. A second benchmark beside MNIST, with few
+    examples per class and many classes.
+    """
+    needed = num_experiences * classes_per_experience
+    if needed > class_bank.shape[0]:
+        raise ValueError(
+            f"split-omniglot needs {num_experiences} x {classes_per_experience} = {needed} classes, "
+            f"the bank has {class_bank.shape[0]}"
+        )
+    if not 0 < train_per_class < class_bank.shape[1]:
+        raise ValueError(f"train_per_class must be in [1, {class_bank.shape[1] - 1}], got {train_per_class}")
+    chosen = np.random.default_rng(seed).permutation(class_bank.shape[0])[:needed]
+    images = class_bank[chosen].reshape(needed, class_bank.shape[1], -1).astype(np.float32)
+
+    def split(rows):
+        x = images[:, rows].reshape(-1, images.shape[-1])
+        y = np.repeat(np.arange(needed, dtype=np.int32), len(range(*rows.indices(class_bank.shape[1]))))
+        return LabeledImages(x, y)
+
+    data = MnistSplits(split(slice(0, train_per_class)), split(slice(train_per_class, None)))
+    groups = [list(range(e * classes_per_experience, (e + 1) * classes_per_experience)) for e in range(num_experiences)]
+    return class_split_stream(data, groups, scenario, seed=seed)
+
+
 def permuted_stream(
     data: MnistSplits, num_experiences: int = 10, scenario: str = "domain-il", *, seed: int = 0
 ) -> Stream:

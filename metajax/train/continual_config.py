@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-CONTINUAL_BENCHMARKS = ("split-gaussian", "split-mnist", "permuted-mnist")
+CONTINUAL_BENCHMARKS = ("split-gaussian", "split-mnist", "permuted-mnist", "split-omniglot")
 CONTINUAL_STRATEGIES = ("naive", "joint", "replay", "agem", "ewc", "online-ewc", "si", "lwf", "replay-ewc")
 BUFFER_POLICIES = ("reservoir", "class-balanced")
 SCENARIOS_BY_BENCHMARK = {
     "split-gaussian": ("class-il", "task-il", "domain-il"),
     "split-mnist": ("class-il", "task-il", "domain-il"),
     "permuted-mnist": ("domain-il", "task-il"),
+    "split-omniglot": ("class-il", "task-il", "domain-il"),
 }
 
 
@@ -23,6 +24,8 @@ class ContinualConfig:
     ``hidden`` ReLU layers (2 x 400, as in van de Ven & Tolias and Avalanche's
     baselines). ``split-gaussian`` is generated data that needs no files: ten
     Gaussian classes in 64 dimensions, split like Split MNIST.
+    ``split-omniglot`` takes ``experiences`` groups of 10 characters of
+    Omniglot's evaluation set (``data_dir`` is then the Omniglot folder).
     """
 
     benchmark: str = "split-gaussian"

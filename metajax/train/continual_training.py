@@ -27,8 +27,9 @@ from metajax.continual import (
     replay,
     synaptic_intelligence,
 )
-from metajax.data.continual_streams import Stream, gaussian_classes, permuted_stream, split_mnist
+from metajax.data.continual_streams import Stream, gaussian_classes, permuted_stream, split_mnist, split_omniglot
 from metajax.data.mnist import load_mnist
+from metajax.data.omniglot import load_omniglot
 from metajax.models import MLP
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
@@ -38,6 +39,9 @@ from metajax.train.run_info import run_metadata
 def build_stream(config: ContinualConfig) -> Stream:
     if config.benchmark == "split-gaussian":
         return split_mnist(gaussian_classes(seed=config.seed), config.scenario, seed=config.seed)
+    if config.benchmark == "split-omniglot":
+        bank = load_omniglot(config.data_dir).test
+        return split_omniglot(bank, config.scenario, num_experiences=config.experiences, seed=config.seed)
     data = load_mnist(config.data_dir)
     if config.benchmark == "split-mnist":
         return split_mnist(data, config.scenario, seed=config.seed)
