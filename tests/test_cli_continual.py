@@ -40,7 +40,7 @@ def test_naive_class_il_forgets_and_joint_does_not(tmp_path):
     [
         (["--strategy", "dream"], "strategy must be one of naive, joint"),
         (["--buffer-size", "0"], "buffer-size must be a positive integer, got 0"),
-        (["--buffer-size", "99999"], "buffer-size 99999 is larger than the whole stream"),
+        (["--strategy", "replay", "--buffer-size", "99999"], "buffer-size 99999 is larger than the whole stream"),
         (["--benchmark", "permuted-mnist", "--scenario", "class-il"], "cannot run scenario 'class-il'"),
         (["--benchmark", "split-mnist", "--data-dir", "/nonexistent"], "MNIST not found: looked for /nonexistent"),
         (["--ewc-lambda", "-1"], "ewc-lambda must be >= 0"),

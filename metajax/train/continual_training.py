@@ -50,7 +50,8 @@ def build_stream(config: ContinualConfig) -> Stream:
 
 def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
     features, outputs = stream.train_x.shape[-1], stream.num_outputs
-    if config.buffer_size > stream.num_experiences * stream.train_x.shape[1]:
+    uses_buffer = config.strategy in ("replay", "agem", "replay-ewc")
+    if uses_buffer and config.buffer_size > stream.num_experiences * stream.train_x.shape[1]:
         raise ValueError(
             f"buffer-size {config.buffer_size} is larger than the whole stream "
             f"({stream.num_experiences * stream.train_x.shape[1]} training examples)"
