@@ -160,8 +160,8 @@ def _print_continual_table(summary: dict) -> None:
     for i, row in enumerate(matrix):
         print(f"  {i:>2}  " + " ".join(f"{100 * a:5.1f}" for a in row))
 
-    def fmt(entry, scale=100):
-        return "n/a" if entry is None else f"{scale * entry['mean']:.2f} +- {scale * entry['std']:.2f}"
+    def fmt(entry):  # A {"mean", "std"} fraction as percent, or n/a (joint training has no forgetting).
+        return "n/a" if entry is None else f"{100 * entry['mean']:.2f} +- {100 * entry['std']:.2f}"
 
     for name, key in (("final average accuracy %", "final_average_accuracy"), ("forgetting %", "forgetting")):
         print(f"{name:<26}{fmt(summary[key])}")
@@ -188,7 +188,7 @@ def _print_mmoe_table(summary: dict) -> None:
         print(f"{name:<{width}}  {value}")
 
 
-def _print_table(summary: dict) -> None:
+def _print_reptile_table(summary: dict) -> None:
     config = summary["config"]
     if config["dataset"] == "omniglot":
         task = f"{config['ways']}-way {config['shots']}-shot"
@@ -219,7 +219,9 @@ def _print_table(summary: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="metajax", description="Meta-learning in pure JAX.")
+    parser = argparse.ArgumentParser(
+        prog="metajax", description="Meta-learning, multi-task and continual learning in pure JAX."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_reptile_parser(subparsers)
     _add_mmoe_parser(subparsers)
@@ -230,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("command", "workdir", "no_progress"):
         options.pop(name)
     config_class, runner, print_table = {
-        "reptile": (ReptileConfig, meta_training.train_and_evaluate, _print_table),
+        "reptile": (ReptileConfig, meta_training.train_and_evaluate, _print_reptile_table),
         "mmoe": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
         "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
     }[args.command]
