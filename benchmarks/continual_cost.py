@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
+from run_record import provenance
 
 from metajax.continual import Experience, continual_learner
 from metajax.data.continual_streams import split_mnist
@@ -114,9 +113,7 @@ def main() -> None:
             print(line)
     output = Path(__file__).resolve().parent / "results" / f"continual_cost_{jax.default_backend()}.json"
     record = {
-        "command": "python benchmarks/continual_cost.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
-        "jax_version": jax.__version__,
+        **provenance(),
         "rows": rows,
     }
     output.write_text(json.dumps(record, indent=1) + "\n")

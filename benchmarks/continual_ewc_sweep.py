@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from run_record import provenance
 
 from metajax.continual import Experience, average_accuracy, continual_learner, ewc, forgetting
 from metajax.data.continual_streams import permuted_stream
@@ -86,9 +85,7 @@ def main() -> None:
               f"forgetting {forgot.mean():.4f}")  # fmt: skip
     print(f"{len(strengths)} runs in one vmapped program: {seconds:.1f} s with compilation")
     record = {
-        "command": "python benchmarks/continual_ewc_sweep.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
-        "jax_version": jax.__version__,
+        **provenance(),
         "seconds_all_runs": seconds,
         "results": results,
     }

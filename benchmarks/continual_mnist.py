@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import tempfile
 from pathlib import Path
 
-import jax
+from run_record import provenance
 
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.continual_training import train_and_evaluate
@@ -81,9 +79,7 @@ def main() -> None:
     output = Path(args.output)
     output.parent.mkdir(exist_ok=True)
     record = {
-        "command": "python benchmarks/continual_mnist.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
-        "jax_version": jax.__version__,
+        **provenance(),
         "references": REFERENCES,
         "results": results,
     }

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
+from run_record import provenance
 
 from metajax.data.census_income import load_census_income
 from metajax.train.multitask_config import MultiTaskConfig
@@ -81,9 +79,7 @@ def main() -> None:
     output = RESULTS / "mmoe_census.json"
     output.parent.mkdir(exist_ok=True)
     record = {
-        "command": "python benchmarks/mmoe_census.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
-        "jax_version": jax.__version__,
+        **provenance(),
         "data": "census-income.test.gz only, split 80/10/10 with seed 0 "
         f"({dataset.train.x.shape[0]}/{dataset.validation.x.shape[0]}/{dataset.test.x.shape[0]} rows, "
         f"{dataset.train.x.shape[1]} features)",

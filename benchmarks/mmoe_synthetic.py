@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from run_record import provenance
 
 from metajax.data.correlated_regression import correlated_regression_dataset
 from metajax.models import MMoE, OMoE, SharedBottom
@@ -157,12 +157,14 @@ def main() -> None:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "command": "python benchmarks/mmoe_synthetic.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k not in ("output", "replot")
+        **provenance(
+            "python benchmarks/mmoe_synthetic.py "
+            + " ".join(
+                f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in vars(args).items()
+                if k not in ("output", "replot")
+            )
         ),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
-        "jax_version": jax.__version__,
         "results": {str(k): v for k, v in results.items()},
     }  # fmt: skip
     output.write_text(json.dumps(record, indent=1) + "\n")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import peer_env  # noqa: E402
+from run_record import provenance  # noqa: E402
 
 from metajax.data.multitask import MultiTaskBatch  # noqa: E402
 from metajax.models import MMoE  # noqa: E402
@@ -176,13 +176,10 @@ def main() -> None:
             f"{row['training_gflops_per_second']['pytorch']:.1f} / {row['matmul_gflops_per_second']:.1f}"
         )
 
-    device = jax.devices()[0]
     output = BENCH_DIR / "results" / f"mmoe_throughput_{args.device}.json"
     output.parent.mkdir(exist_ok=True)
     record = {
-        "command": "python benchmarks/mmoe_throughput.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {device.device_kind}",
-        "jax_version": jax.__version__,
+        **provenance(),
         "unit": "training examples per second (median of repeats)",
         "rows": rows,
     }
