@@ -102,17 +102,16 @@ def ewc(
             return EWCState(fisher=fisher, anchor=params, residual=jnp.zeros(()), strength=state.strength)
 
         # A (x - m)^2 + F (x - t)^2 = (A + F) (x - (A m + F t) / (A + F))^2 + A F (m - t)^2 / (A + F).
-        def combine(old, m, f, t):
-            total = old + f
-            safe = jnp.where(total > 0, total, 1.0)
-            anchor = jnp.where(total > 0, (old * m + f * t) / safe, t)
-            return total, anchor, jnp.sum(jnp.where(total > 0, old * f * jnp.square(m - t) / safe, 0.0))
-
-        merged = jax.tree.map(combine, state.fisher, state.anchor, new, params)
-        is_triple = lambda leaf: isinstance(leaf, tuple)  # noqa: E731
-        fisher = jax.tree.map(lambda triple: triple[0], merged, is_leaf=is_triple)
-        anchor = jax.tree.map(lambda triple: triple[1], merged, is_leaf=is_triple)
-        extra = sum(triple[2] for triple in jax.tree.leaves(merged, is_leaf=is_triple))
+        fisher = jax.tree.map(jnp.add, state.fisher, new)
+        safe = jax.tree.map(lambda total: jnp.where(total > 0, total, 1.0), fisher)
+        anchor = jax.tree.map(
+            lambda a, m, f, t, total, d: jnp.where(total > 0, (a * m + f * t) / d, t),
+            state.fisher, state.anchor, new, params, fisher, safe,
+        )  # fmt: skip
+        extra_terms = jax.tree.map(
+            lambda a, m, f, t, d: jnp.sum(a * f * jnp.square(m - t) / d), state.fisher, state.anchor, new, params, safe
+        )
+        extra = sum(jax.tree.leaves(extra_terms))
         return EWCState(fisher=fisher, anchor=anchor, residual=state.residual + extra, strength=state.strength)
 
     return Strategy(init=init, penalty=penalty, after_experience=after_experience)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -9,14 +11,23 @@ from metajax.continual import replay_buffer
 from metajax.continual.base import ContinualBatch, Strategy
 
 
-def _add_to_buffer(policy: str, num_classes: int):
+def _buffer_strategy(capacity: int, features: int, num_outputs: int, policy: str) -> Strategy:
+    """The buffer part both rehearsal strategies share: an empty buffer at first, each experience
+    offered to it when the experience ends."""
     if policy == "reservoir":
-        return replay_buffer.reservoir_add
-    if policy == "class-balanced":
-        return lambda buffer, x, y, mask, *, key: replay_buffer.class_balanced_add(
-            buffer, x, y, mask, key=key, num_classes=num_classes
-        )
-    raise ValueError(f"buffer policy must be 'reservoir' or 'class-balanced', got {policy!r}")
+        add = replay_buffer.reservoir_add
+    elif policy == "class-balanced":
+        add = functools.partial(replay_buffer.class_balanced_add, num_classes=num_outputs)
+    else:
+        raise ValueError(f"buffer policy must be 'reservoir' or 'class-balanced', got {policy!r}")
+
+    def after_experience(buffer, params, experience, key):
+        return add(buffer, experience.x, experience.y, experience.logit_mask, key=key)
+
+    return Strategy(
+        init=lambda params: replay_buffer.empty_buffer(capacity, features, num_outputs),
+        after_experience=after_experience,
+    )
 
 
 def replay(
@@ -28,20 +39,12 @@ def replay(
     fixed-size buffer (``replay_batch`` to change that); the buffer takes each
     experience's examples when it ends, by reservoir sampling or class-balanced.
     """
-    add = _add_to_buffer(policy, num_outputs)
 
     def augment(buffer, batch, key):
         x, y, mask, weight = replay_buffer.sample(buffer, replay_batch or batch.x.shape[0], key=key)
         return ContinualBatch(*(jnp.concatenate(pair) for pair in zip(batch, (x, y, mask, weight), strict=True)))
 
-    def after_experience(buffer, params, experience, key):
-        return add(buffer, experience.x, experience.y, experience.logit_mask, key=key)
-
-    return Strategy(
-        init=lambda params: replay_buffer.empty_buffer(buffer_size, features, num_outputs),
-        augment=augment,
-        after_experience=after_experience,
-    )
+    return _buffer_strategy(buffer_size, features, num_outputs, policy)._replace(augment=augment)
 
 
 def agem(
@@ -53,7 +56,6 @@ def agem(
     on ``reference_batch`` examples from the memory (g . g_ref < 0), it is
     projected: g - (g . g_ref) / (g_ref . g_ref) g_ref.
     """
-    add = _add_to_buffer(policy, num_outputs)
 
     def project(grads, params, memory, key, data_loss):
         x, y, mask, weight = replay_buffer.sample(memory, reference_batch, key=key)
@@ -63,11 +65,4 @@ def agem(
         scale = jnp.where((dot < 0) & (memory.filled > 0), dot / jnp.maximum(norm, 1e-20), 0.0)
         return jax.tree.map(lambda g, r: g - scale * r, grads, reference)
 
-    def after_experience(memory, params, experience, key):
-        return add(memory, experience.x, experience.y, experience.logit_mask, key=key)
-
-    return Strategy(
-        init=lambda params: replay_buffer.empty_buffer(memory_size, features, num_outputs),
-        project=project,
-        after_experience=after_experience,
-    )
+    return _buffer_strategy(memory_size, features, num_outputs, policy)._replace(project=project)

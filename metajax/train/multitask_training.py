@@ -105,7 +105,7 @@ def train_and_evaluate(
     log_path = workdir / "metrics.jsonl"
     log_path.write_text("")
     steps_per_epoch = train.x.shape[0] // config.batch_size
-    best_value, best_epoch, best_params = -np.inf, 0, None
+    best_value, best_epoch, best_params, best_validation = -np.inf, 0, None, None
     steady_seconds, started = 0.0, time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc=f"training {config.model}", unit="epoch", disable=not show_progress)
     for epoch in bar:
@@ -120,7 +120,7 @@ def train_and_evaluate(
         validation = score(state.params, dataset.validation)
         value = headline(validation, dataset.task_kinds)
         if value > best_value:
-            best_value, best_epoch = value, epoch
+            best_value, best_epoch, best_validation = value, epoch, validation
             best_params = jax.tree.map(jnp.copy, state.params)
         record = {
             "epoch": epoch,
@@ -154,7 +154,7 @@ def train_and_evaluate(
         },
         "best_epoch": best_epoch,
         "tasks": test["tasks"],
-        "validation_tasks": score(best_params, dataset.validation)["tasks"],
+        "validation_tasks": best_validation["tasks"],
         "final_epoch_tasks": final_test["tasks"],
         "examples_per_second": (max(config.epochs - 1, 1)) * steps_per_epoch * config.batch_size / steady_seconds,
         "train_seconds": train_seconds,
