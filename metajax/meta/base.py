@@ -21,12 +21,15 @@ class MetaState(NamedTuple):
       inner_opt_state: the state the inner optimizer starts each task from
         (e.g. Adam's second moments), for learners that carry it across tasks.
       step: meta-steps taken.
+      inner_lrs: the learned per-parameter inner learning rates (Meta-SGD), a
+        pytree like ``params``; ``None`` for learners whose inner rate is fixed.
     """
 
     params: Params
     opt_state: optax.OptState
     inner_opt_state: optax.OptState
     step: jax.Array
+    inner_lrs: Params | None = None
 
 
 class MetaLearner(NamedTuple):
@@ -57,3 +60,25 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """Mean squared error over all elements."""
     return jnp.mean(jnp.square(predictions - targets))
+
+
+def predict_queries(
+    apply_fn: ApplyFn, params: Params, support_x: jax.Array, query_x: jax.Array, *, transductive: bool
+) -> jax.Array:
+    """Predictions for one task's query set under the chosen batch-norm regime.
+
+    Transductive: the query set is one batch, its batch-norm statistics shared.
+    Otherwise each query example is predicted in a batch with the support set
+    alone, so no query example sees another (the Reptile paper's setting).
+    """
+    if transductive:
+        return apply_fn(params, query_x)
+    return jax.vmap(lambda q: apply_fn(params, jnp.concatenate([support_x, q[None]]))[-1])(query_x)
+
+
+def task_scores(loss_fn: LossFn, predictions: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
+    """``loss``, and ``accuracy`` when the targets are integer class labels."""
+    scores = {"loss": loss_fn(predictions, targets)}
+    if jnp.issubdtype(targets.dtype, jnp.integer):
+        scores["accuracy"] = jnp.mean(jnp.argmax(predictions, axis=-1) == targets)
+    return scores

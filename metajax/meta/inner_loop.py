@@ -56,3 +56,88 @@ def make_adapt(
 def mean_over_tasks(tree):
     """Averages a pytree with a leading task axis; integer leaves (step counts) are equal across tasks."""
     return jax.tree.map(lambda a: a[0] if jnp.issubdtype(a.dtype, jnp.integer) else jnp.mean(a, axis=0), tree)
+
+
+def resolve_mask(mask, params: Params):
+    """A pytree of bools like ``params`` from ``mask``: ``None`` (all), a pytree, or ``mask(params)`` (as optax)."""
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+    return mask(params) if callable(mask) else mask
+
+
+def module_mask(*names: str) -> Callable[[Params], Params]:
+    """``mask(params)``: True for the leaves inside any flax module called one of ``names``.
+
+    ``module_mask("head")`` selects the linear head of ``Conv4`` and ``MLP``.
+    """
+
+    def mask(params: Params) -> Params:
+        def inside(path, _):
+            return any(getattr(entry, "key", None) in names for entry in path)
+
+        selected = jax.tree_util.tree_map_with_path(inside, params)
+        if not any(jax.tree.leaves(selected)):
+            raise ValueError(f"no parameters inside a module named {' or '.join(names)}")
+        return selected
+
+    return mask
+
+
+def make_gradient_descent_adapt(
+    apply_fn: ApplyFn, loss_fn: LossFn, steps: int, *, second_order_steps: int, adapt_mask=None
+) -> Callable[..., tuple[Params, jax.Array]]:
+    """Returns ``adapt(params, learning_rates, x, y) -> (adapted, losses[steps])`` for ONE task.
+
+    MAML's inner loop: ``steps`` full-batch gradient-descent steps on ``(x, y)``,
+    ``p <- p - lr * grad``, as ``lax.scan``. ``learning_rates`` is a scalar or a
+    pytree like ``params`` (Meta-SGD's per-parameter rates).
+
+    Only the parameters selected by ``adapt_mask`` (see ``resolve_mask``) move;
+    the others are held fixed and their inner gradients never computed (ANIL).
+
+    Gradients of the result flow through the last ``second_order_steps`` steps
+    (MAML's second-order terms); the earlier steps' gradients are treated as
+    constants, so through them ``d adapted / d params`` is the identity, as in
+    first-order MAML. ``second_order_steps=0`` is first-order MAML throughout.
+    ``losses[i]`` is the loss before step ``i``.
+    """
+    if steps < 1:
+        raise ValueError(f"inner steps must be >= 1, got {steps}")
+    if not 0 <= second_order_steps <= steps:
+        raise ValueError(f"second_order_steps must be in [0, inner steps = {steps}], got {second_order_steps}")
+
+    def adapt(params: Params, learning_rates, x: jax.Array, y: jax.Array) -> tuple[Params, jax.Array]:
+        leaves, treedef = jax.tree.flatten(params)
+        moving = treedef.flatten_up_to(resolve_mask(adapt_mask, params))
+        if jax.tree_util.treedef_is_leaf(jax.tree.structure(learning_rates)):  # One rate for every parameter.
+            rates = [learning_rates] * len(leaves)
+        else:
+            rates = treedef.flatten_up_to(learning_rates)
+        rates = [rate for rate, move in zip(rates, moving, strict=True) if move]
+
+        def merge(adapted: list[jax.Array]) -> Params:
+            adapted_iter = iter(adapted)
+            return treedef.unflatten(
+                [next(adapted_iter) if move else leaf for leaf, move in zip(leaves, moving, strict=True)]
+            )
+
+        def loss(adapted: list[jax.Array]) -> jax.Array:
+            return loss_fn(apply_fn(merge(adapted), x), y)
+
+        def descend(adapted: list[jax.Array], num_steps: int, second_order: bool):
+            def step(adapted, _):
+                value, grads = jax.value_and_grad(loss)(adapted)
+                if not second_order:
+                    grads = lax.stop_gradient(grads)
+                return [p - rate * g for p, rate, g in zip(adapted, rates, grads, strict=True)], value
+
+            if num_steps == 0:
+                return adapted, jnp.zeros((0,), x.dtype)
+            return lax.scan(step, adapted, None, length=num_steps)
+
+        adapted = [leaf for leaf, move in zip(leaves, moving, strict=True) if move]
+        adapted, early_losses = descend(adapted, steps - second_order_steps, second_order=False)
+        adapted, late_losses = descend(adapted, second_order_steps, second_order=True)
+        return merge(adapted), jnp.concatenate([early_losses, late_losses])
+
+    return adapt

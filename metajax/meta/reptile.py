@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from metajax.data.tasks import TaskBatch, check_task_batch
-from metajax.meta.base import ApplyFn, LossFn, MetaLearner, MetaState, Params
+from metajax.meta.base import ApplyFn, LossFn, MetaLearner, MetaState, Params, predict_queries, task_scores
 from metajax.meta.inner_loop import make_adapt, mean_over_tasks
 
 
@@ -123,19 +123,11 @@ def reptile(
     def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
         return eval_adapt(state.params, starting_inner_state(state), support_x, support_y, key=key)[0]
 
-    def predict(params: Params, support_x: jax.Array, query_x: jax.Array) -> jax.Array:
-        if transductive:
-            return apply_fn(params, query_x)
-        # Batch statistics from the support set and one query example at a time.
-        return jax.vmap(lambda q: apply_fn(params, jnp.concatenate([support_x, q[None]]))[-1])(query_x)
-
     def evaluate_one(state, support_x, support_y, query_x, query_y, key):
         adapted = adapt(state, support_x, support_y, key=key)
-        predictions = predict(adapted, support_x, query_x)
-        metrics = {"loss": loss_fn(predictions, query_y)}
-        if jnp.issubdtype(query_y.dtype, jnp.integer):
-            metrics["accuracy"] = jnp.mean(jnp.argmax(predictions, axis=-1) == query_y)
-        return metrics
+        return task_scores(
+            loss_fn, predict_queries(apply_fn, adapted, support_x, query_x, transductive=transductive), query_y
+        )
 
     def evaluate(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
         check_task_batch(tasks)

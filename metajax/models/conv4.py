@@ -104,9 +104,13 @@ def _patches_by_slicing(x: jax.Array, kernel_size: int, stride: int) -> jax.Arra
 
 
 class Conv4(nn.Module):
-    """Reptile's Omniglot classifier: ``[batch, 28, 28, 1] -> [batch, num_classes]`` logits."""
+    """Reptile's Omniglot classifier: ``[batch, 28, 28, 1] -> [batch, num_classes]`` logits.
 
-    num_classes: int
+    With ``num_classes=None`` there is no linear head and the output is the
+    ``[batch, 256]`` flattened features (for 28x28 inputs).
+    """
+
+    num_classes: int | None
     features: int = 64
     depth: int = 4
     conv_impl: ConvImpl = "slices"
@@ -118,4 +122,8 @@ class Conv4(nn.Module):
         for _ in range(self.depth):
             x = StridedConv(self.features, impl=self.conv_impl)(x)
             x = nn.relu(BatchStatNorm()(x))
-        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+        features = x.reshape(x.shape[0], -1)
+        if self.num_classes is None:  # An embedding network (Prototypical Networks).
+            return features
+        # Named so that learners adapting only the head (ANIL) can find it.
+        return nn.Dense(self.num_classes, name="head")(features)

@@ -16,4 +16,4 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.out_features)(x)
+        return nn.Dense(self.out_features, name="head")(x)  # Named for ANIL.
