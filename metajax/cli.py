@@ -10,7 +10,7 @@ import numpy as np
 
 from metajax.data.errors import DataError
 from metajax.train import continual_training, meta_training, multitask_training
-from metajax.train.config import DATASETS, INNER_OPTIMIZERS, ReptileConfig
+from metajax.train.config import ALGORITHMS, DATASETS, INNER_OPTIMIZERS, MetaLearningConfig
 from metajax.train.continual_config import (
     BUFFER_POLICIES,
     CONTINUAL_BENCHMARKS,
@@ -28,49 +28,71 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_reptile_parser(subparsers) -> None:
+_META_DESCRIPTIONS = {
+    "reptile": "Reptile (Nichol et al. 2018): train a copy of the weights on each task, move toward it.",
+    "maml": "MAML (Finn et al. 2017): differentiate the query loss through the inner steps.",
+    "fomaml": "First-order MAML: MAML without the second-order terms.",
+    "anil": "ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the head.",
+    "meta-sgd": "Meta-SGD (Li et al. 2017): MAML with per-parameter inner step sizes learned in the outer loop.",
+    "protonets": "Prototypical Networks (Snell et al. 2017): classify by distance to class means; no inner loop.",
+}
+
+
+def _add_meta_parser(subparsers, algorithm: str) -> None:
+    """One subcommand per few-shot learner, offering only the options that learner reads."""
     parser = subparsers.add_parser(
-        "reptile",
-        help="meta-train Reptile and evaluate it on held-out tasks",
+        algorithm,
+        help=f"meta-train {algorithm} and evaluate it on held-out tasks",
         description=(
-            "Reptile (Nichol et al. 2018). Options left out take the dataset's preset: the paper's settings "
-            "for omniglot, a one-minute demo for sinusoid (the default, which needs no files)."
+            f"{_META_DESCRIPTIONS[algorithm]} Options left out take the preset of the algorithm and dataset: "
+            "the paper's settings for omniglot, a one-minute demo for sinusoid (the default, which needs no files)."
         ),
     )
-    parser.add_argument("--dataset", choices=DATASETS, default="sinusoid")
+    parser.add_argument("--dataset", choices=DATASETS, default="omniglot" if algorithm == "protonets" else "sinusoid")
     parser.add_argument(
         "--data-dir",
         help="folder with Omniglot's images_background.npz and images_evaluation.npz; "
         "without it Omniglot comes from TensorFlow Datasets (needs a network the first time)",
     )
     parser.add_argument("--ways", type=_positive_int, help="classes per task (N)")
-    parser.add_argument("--shots", type=_positive_int, help="support examples per class at evaluation (K)")
-    parser.add_argument(
-        "--train-shots", type=_positive_int, help="examples per class in meta-training tasks (default: --shots)"
-    )
-    parser.add_argument("--query-shots", type=_positive_int, help="query examples per class at evaluation")
+    parser.add_argument("--shots", type=_positive_int, help="support examples per class (K)")
+    parser.add_argument("--query-shots", type=_positive_int, help="query examples per class")
     parser.add_argument("--meta-batch", type=_positive_int, help="tasks per meta-step")
-    parser.add_argument("--inner-steps", type=_positive_int, help="inner optimizer steps per task in meta-training")
-    parser.add_argument("--inner-batch", type=_positive_int, help="mini-batch size of the inner steps")
-    parser.add_argument("--eval-inner-steps", type=_positive_int, help="inner steps when adapting at evaluation")
-    parser.add_argument("--eval-inner-batch", type=_positive_int, help="their mini-batch size")
-    parser.add_argument("--inner-optimizer", choices=INNER_OPTIMIZERS)
-    parser.add_argument("--inner-lr", type=float)
-    parser.add_argument("--meta-step-size", type=float, help="outer step size at the start")
-    parser.add_argument("--meta-step-size-final", type=float, help="outer step size at the end (linear annealing)")
+    if algorithm != "protonets":
+        parser.add_argument("--inner-steps", type=_positive_int, help="inner steps per task in meta-training")
+        parser.add_argument("--eval-inner-steps", type=_positive_int, help="inner steps when adapting at evaluation")
+        parser.add_argument("--inner-lr", type=float, help="inner step size (Meta-SGD: its initial value)")
+    if algorithm == "reptile":
+        parser.add_argument(
+            "--train-shots", type=_positive_int, help="examples per class in meta-training tasks (default: --shots)"
+        )
+        parser.add_argument("--inner-batch", type=_positive_int, help="mini-batch size of the inner steps")
+        parser.add_argument("--eval-inner-batch", type=_positive_int, help="their mini-batch size at evaluation")
+        parser.add_argument("--inner-optimizer", choices=INNER_OPTIMIZERS)
+        parser.add_argument("--meta-step-size", type=float, help="outer step size at the start")
+        parser.add_argument("--meta-step-size-final", type=float, help="outer step size at the end (linear annealing)")
+        parser.add_argument(
+            "--reset-inner-optimizer",
+            action="store_true",
+            help="start every task from a fresh inner optimizer state (the paper carries Adam's state across tasks)",
+        )
+    else:
+        parser.add_argument("--meta-lr", type=float, help="the outer Adam optimizer's learning rate")
+    if algorithm in ("maml", "anil", "meta-sgd"):
+        parser.add_argument("--first-order", action="store_true", help="drop the second-order terms")
+        parser.add_argument(
+            "--second-order-steps",
+            type=int,
+            help="differentiate through only the last K inner steps (default: all)",
+        )
     parser.add_argument("--meta-iters", type=_positive_int)
     parser.add_argument("--eval-tasks", type=_positive_int, help="test tasks for the accuracy and its 95%% CI")
     parser.add_argument("--eval-chunk", type=_positive_int, help="test tasks per compiled, vmapped call")
     parser.add_argument("--transductive", action="store_true", help="share batch-norm statistics across the query set")
-    parser.add_argument(
-        "--reset-inner-optimizer",
-        action="store_true",
-        help="start every task from a fresh inner optimizer state (the paper carries Adam's state across tasks)",
-    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=_positive_int, help="meta-steps per logged (and compiled) chunk")
     parser.add_argument("--conv-impl", choices=("slices", "patches", "lax"), default="slices")
-    parser.add_argument("--workdir", default="runs/reptile", help="where metrics.jsonl and summary.json go")
+    parser.add_argument("--workdir", default=f"runs/{algorithm}", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -188,13 +210,14 @@ def _print_mmoe_table(summary: dict) -> None:
         print(f"{name:<{width}}  {value}")
 
 
-def _print_reptile_table(summary: dict) -> None:
+def _print_meta_table(summary: dict) -> None:
     config = summary["config"]
     if config["dataset"] == "omniglot":
         task = f"{config['ways']}-way {config['shots']}-shot"
     else:
         task = f"{config['shots']}-shot regression"
     rows = [
+        ("algorithm", config["algorithm"]),
         ("dataset", config["dataset"]),
         ("task", task),
         ("meta-iterations", summary["meta_iters_done"]),
@@ -223,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="metajax", description="Meta-learning, multi-task and continual learning in pure JAX."
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_reptile_parser(subparsers)
+    for algorithm in ALGORITHMS:
+        _add_meta_parser(subparsers, algorithm)
     _add_mmoe_parser(subparsers)
     _add_continual_parser(subparsers)
     args = parser.parse_args(argv)
@@ -231,8 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = vars(args).copy()
     for name in ("command", "workdir", "no_progress"):
         options.pop(name)
+    if args.command in ALGORITHMS:
+        options["algorithm"] = args.command
+    meta = (MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table)
     config_class, runner, print_table = {
-        "reptile": (ReptileConfig, meta_training.train_and_evaluate, _print_reptile_table),
+        **dict.fromkeys(ALGORITHMS, meta),
         "mmoe": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
         "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
     }[args.command]

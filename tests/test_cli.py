@@ -28,7 +28,7 @@ def test_same_seed_same_results(tmp_path):
     for name in ("a", "b"):
         assert main(["reptile", *TINY_SINUSOID, "--seed", "3", "--workdir", str(tmp_path / name)]) == 0
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("a", "b"))
-    assert a["test_mse"] == b["test_mse"] and a["final_inner_loss"] == b["final_inner_loss"]
+    assert a["test_mse"] == b["test_mse"] and a["final_training_loss"] == b["final_training_loss"]
 
 
 def test_omniglot_tiny_run(omniglot_dir, tmp_path, capsys):

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from metajax.data import few_shot_sampler, load_omniglot, sinusoid_sampler
 from metajax.data.omniglot import EXAMPLES_PER_CLASS
-from metajax.meta import mean_squared_error, reptile, softmax_cross_entropy
+from metajax.meta import anil, maml, mean_squared_error, meta_sgd, protonets, reptile, softmax_cross_entropy
 from metajax.models import MLP, Conv4
-from metajax.train.config import ReptileConfig
+from metajax.train.config import MetaLearningConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 from metajax.train.run_info import run_metadata
@@ -26,44 +26,27 @@ from metajax.train.run_info import run_metadata
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
 
 
-def _check_against_data(config: ReptileConfig) -> None:
+def _check_against_data(config: MetaLearningConfig) -> None:
     """Fails before any heavy work when the data cannot supply the tasks asked for."""
     if config.dataset != "omniglot":
         return
     for name, needed in (
         ("shots + query-shots", config.shots + config.query_shots),
-        ("train-shots", config.train_shots),
+        ("train-shots", config.train_shots or 0),
     ):
         if needed > EXAMPLES_PER_CLASS:
             raise ValueError(f"{name} = {needed}, but Omniglot has only {EXAMPLES_PER_CLASS} examples per class")
 
 
-def _build(config: ReptileConfig):
-    """The model, an example input, the learner, and samplers ``sampler(bank) -> sample`` per split.
-
-    The learner comes as ``learner(transductive) -> MetaLearner`` so that one run
-    can be scored in both evaluation modes.
-    """
-    inner_optimizer = {
-        "adam": optax.adam(config.inner_lr, b1=0.0),  # The paper's beta1 = 0.
-        "sgd": optax.sgd(config.inner_lr),
-    }[config.inner_optimizer]
-    if config.dataset == "omniglot":
-        model = Conv4(num_classes=config.ways, conv_impl=config.conv_impl)
-        loss_fn = softmax_cross_entropy
-        example = jnp.zeros((1, 28, 28, 1))
-        train_sampler = partial(few_shot_sampler, ways=config.ways, shots=config.train_shots, query_shots=0)
-        test_sampler = partial(few_shot_sampler, ways=config.ways, shots=config.shots, query_shots=config.query_shots)
-    else:
-        model = MLP(SINUSOID_HIDDEN, 1)
-        loss_fn = mean_squared_error
-        example = jnp.zeros((1, 1))
-        train_sampler = lambda bank: sinusoid_sampler(config.train_shots, 0)  # noqa: E731
-        test_sampler = lambda bank: sinusoid_sampler(config.shots, config.query_shots)  # noqa: E731
-
-    def learner(transductive: bool):
+def _make_learner(config: MetaLearningConfig, apply_fn, loss_fn, transductive: bool):
+    """The configured algorithm as a ``MetaLearner``."""
+    if config.algorithm == "reptile":
+        inner_optimizer = {
+            "adam": optax.adam(config.inner_lr, b1=0.0),  # The paper's beta1 = 0.
+            "sgd": optax.sgd(config.inner_lr),
+        }[config.inner_optimizer]
         return reptile(
-            model.apply,
+            apply_fn,
             loss_fn,
             inner_optimizer=inner_optimizer,
             inner_steps=config.inner_steps,
@@ -76,8 +59,55 @@ def _build(config: ReptileConfig):
             transductive=transductive,
             reset_inner_optimizer=config.reset_inner_optimizer,
         )
+    outer_optimizer = optax.adam(config.meta_lr)
+    if config.algorithm == "protonets":
+        return protonets(apply_fn, ways=config.ways, outer_optimizer=outer_optimizer, transductive=transductive)
+    factory = {"maml": maml, "fomaml": maml, "anil": anil, "meta-sgd": meta_sgd}[config.algorithm]
+    return factory(
+        apply_fn,
+        loss_fn,
+        inner_lr=config.inner_lr,
+        inner_steps=config.inner_steps,
+        outer_optimizer=outer_optimizer,
+        first_order=config.first_order or config.algorithm == "fomaml",
+        second_order_steps=config.second_order_steps,
+        eval_inner_steps=config.eval_inner_steps,
+        transductive=transductive,
+    )
+
+
+def _build(config: MetaLearningConfig):
+    """The model, an example input, the learner, and samplers ``sampler(bank) -> sample`` per split.
+
+    The learner comes as ``learner(transductive) -> MetaLearner`` so that one run
+    can be scored in both evaluation modes. Reptile meta-trains on support sets
+    alone; the other learners need a query set in every training task.
+    """
+    train_shots = config.train_shots if config.algorithm == "reptile" else config.shots
+    train_query_shots = 0 if config.algorithm == "reptile" else config.query_shots
+    if config.dataset == "omniglot":
+        # ProtoNets embeds: the same network without its linear head.
+        model = Conv4(num_classes=None if config.algorithm == "protonets" else config.ways, conv_impl=config.conv_impl)
+        loss_fn = softmax_cross_entropy
+        example = jnp.zeros((1, 28, 28, 1))
+        train_sampler = partial(few_shot_sampler, ways=config.ways, shots=train_shots, query_shots=train_query_shots)
+        test_sampler = partial(few_shot_sampler, ways=config.ways, shots=config.shots, query_shots=config.query_shots)
+    else:
+        model = MLP(SINUSOID_HIDDEN, 1)
+        loss_fn = mean_squared_error
+        example = jnp.zeros((1, 1))
+        train_sampler = lambda bank: sinusoid_sampler(train_shots, train_query_shots)  # noqa: E731
+        test_sampler = lambda bank: sinusoid_sampler(config.shots, config.query_shots)  # noqa: E731
+
+    def learner(transductive: bool):
+        return _make_learner(config, model.apply, loss_fn, transductive)
 
     return model, example, learner, train_sampler, test_sampler
+
+
+def _headline_loss(record: dict[str, float]) -> str:
+    """The training loss to show: the meta-loss where there is one, else Reptile's adapted inner loss."""
+    return "query_loss" if "query_loss" in record else "inner_loss_last"
 
 
 def _mode_name(transductive: bool) -> str:
@@ -85,7 +115,7 @@ def _mode_name(transductive: bool) -> str:
     return "transductive" if transductive else "non_transductive"
 
 
-def _load_banks(config: ReptileConfig) -> tuple[jax.Array, jax.Array]:
+def _load_banks(config: MetaLearningConfig) -> tuple[jax.Array, jax.Array]:
     if config.dataset == "omniglot":
         banks = load_omniglot(config.data_dir)
         return jnp.asarray(banks.train), jnp.asarray(banks.test)
@@ -93,8 +123,10 @@ def _load_banks(config: ReptileConfig) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros(()), jnp.zeros(())
 
 
-def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progress: bool = True) -> dict[str, Any]:
-    """Meta-trains Reptile, evaluates it on ``eval_tasks`` test tasks, writes results.
+def train_and_evaluate(
+    config: MetaLearningConfig, workdir: str | Path, *, show_progress: bool = True
+) -> dict[str, Any]:
+    """Meta-trains the configured learner, evaluates it on ``eval_tasks`` test tasks, writes results.
 
     Writes ``workdir/metrics.jsonl`` (one line per logging interval),
     ``workdir/summary.json`` and, for sinusoid, ``workdir/sinusoid_fits.png``.
@@ -145,27 +177,27 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
         if int(state.step) > num_steps:  # The first chunk includes compilation.
             steady_seconds += elapsed
             steady_steps += num_steps
-        losses = metrics["inner_loss_first"]
-        if not np.all(np.isfinite(losses)):
-            bad_step = int(state.step) - num_steps + int(np.argmin(np.isfinite(losses)))
-            raise TrainingDiverged(f"meta-training loss became {losses[~np.isfinite(losses)][0]} at step {bad_step}")
-        record = {
-            "step": int(state.step),
-            "inner_loss_first": float(losses.mean()),
-            "inner_loss_last": float(metrics["inner_loss_last"].mean()),
-            "meta_step_size": float(metrics["meta_step_size"][-1]),
-            "tasks_per_second": num_steps * config.meta_batch / elapsed,
-        }
+        for name, values in metrics.items():
+            if not np.all(np.isfinite(values)):
+                bad_step = int(state.step) - num_steps + int(np.argmin(np.isfinite(values)))
+                raise TrainingDiverged(
+                    f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}"
+                )
+        # Means over the chunk, except schedules, reported where the chunk ends.
+        record = {"step": int(state.step)}
+        record.update(
+            {name: float(values[-1] if name == "meta_step_size" else values.mean()) for name, values in metrics.items()}
+        )
+        record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
         with log_path.open("a") as log:
             log.write(json.dumps(record) + "\n")
         if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
-            tqdm.write(
-                f"step {record['step']}/{config.meta_iters}  inner loss {record['inner_loss_first']:.4f} -> "
-                f"{record['inner_loss_last']:.4f}  meta step size {record['meta_step_size']:.4f}  "
-                f"tasks/s {record['tasks_per_second']:.1f}"
+            shown = "  ".join(
+                f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
             )
+            tqdm.write(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
         bar.update(num_steps)
-        bar.set_postfix(loss=f"{record['inner_loss_last']:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
+        bar.set_postfix(loss=f"{record[_headline_loss(record)]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
     bar.close()
     train_seconds = time.perf_counter() - started
     if steady_steps == 0:  # A single chunk: report it, compilation included.
@@ -191,14 +223,23 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
         )
         eval_bar.close()
     headline = scores[_mode_name(config.transductive)]
+    for mode, mode_scores in scores.items():
+        mode = mode.replace("_", "-")
+        diverged = int(np.sum(~np.isfinite(mode_scores["loss"])))
+        if diverged:
+            raise TrainingDiverged(
+                f"evaluation{f' ({mode})' if len(scores) > 1 else ''}: the query loss is not finite on {diverged} of "
+                f"{config.eval_tasks} test tasks, so adaptation diverged; try fewer --eval-inner-steps or a "
+                "smaller --inner-lr"
+            )
 
     summary: dict[str, Any] = {
-        "algorithm": "reptile",
+        "algorithm": config.algorithm,
         **run_metadata(config),
         "meta_iters_done": int(state.step),
         "meta_tasks_per_second": steady_steps * config.meta_batch / steady_seconds,
         "train_seconds": train_seconds,
-        "final_inner_loss": record["inner_loss_last"],
+        "final_training_loss": record[_headline_loss(record)],
     }
     if config.dataset == "omniglot":
         summary["test_accuracy"], summary["test_accuracy_ci95"] = mean_and_ci95(headline["accuracy"])
@@ -213,7 +254,7 @@ def train_and_evaluate(config: ReptileConfig, workdir: str | Path, *, show_progr
     return summary
 
 
-def _plot_sinusoid_fits(model, learner, state, config: ReptileConfig, path: Path) -> Path:
+def _plot_sinusoid_fits(model, learner, state, config: MetaLearningConfig, path: Path) -> Path:
     """Draws a few test tasks: the truth, the support points, before and after adaptation."""
     import matplotlib
 
@@ -233,7 +274,7 @@ def _plot_sinusoid_fits(model, learner, state, config: ReptileConfig, path: Path
         axis.plot(tasks.support_x[index], tasks.support_y[index], "ko", label=f"{config.shots} support points")
         axis.set_xlabel("x")
     axes[0].legend(loc="lower left", fontsize=8)
-    figure.suptitle(f"Reptile on sinusoid regression after {config.meta_iters} meta-iterations")
+    figure.suptitle(f"{config.algorithm} on sinusoid regression after {config.meta_iters} meta-iterations")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
