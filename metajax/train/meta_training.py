@@ -76,7 +76,7 @@ def _make_learner(config: MetaLearningConfig, apply_fn, loss_fn, transductive: b
     )
 
 
-def _build(config: MetaLearningConfig):
+def build(config: MetaLearningConfig):
     """The model, an example input, the learner, and samplers ``sampler(bank) -> sample`` per split.
 
     The learner comes as ``learner(transductive) -> MetaLearner`` so that one run
@@ -115,7 +115,7 @@ def _mode_name(transductive: bool) -> str:
     return "transductive" if transductive else "non_transductive"
 
 
-def _load_banks(config: MetaLearningConfig) -> tuple[jax.Array, jax.Array]:
+def load_banks(config: MetaLearningConfig) -> tuple[jax.Array, jax.Array]:
     if config.dataset == "omniglot":
         banks = load_omniglot(config.data_dir)
         return jnp.asarray(banks.train), jnp.asarray(banks.test)
@@ -139,9 +139,9 @@ def train_and_evaluate(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
-    model, example, make_learner, train_sampler, test_sampler = _build(config)
+    model, example, make_learner, train_sampler, test_sampler = build(config)
     learner = make_learner(config.transductive)
-    train_bank, test_bank = _load_banks(config)
+    train_bank, test_bank = load_banks(config)
     if config.dataset == "omniglot":  # Validates ways against the classes present.
         train_sampler(train_bank)
         test_sampler(test_bank)

@@ -1,0 +1,160 @@
+"""MAML and first-order MAML meta-training throughput: metajax against learn2learn.
+
+Both sides run the same algorithm on the same network (Reptile's strided
+Conv4 with batch statistics), task sizes and optimizers: Omniglot 5-way 1-shot
+tasks with 5 query examples per class, one inner gradient step of 0.4,
+meta-batch 32, Adam 1e-3 outside, tasks drawn from an on-device bank of 3856
+classes x 20 random 28x28 images. learn2learn 0.2.0 runs in its own virtual
+environment, which this script builds (see ``peer_env.ensure_learn2learn_venv``),
+one after the other with metajax, never at the same time; each side is measured
+``--repeats`` times alternately and the median is reported.
+
+    python benchmarks/maml_throughput.py                 # CPU
+    python benchmarks/maml_throughput.py --device gpu    # GPU; needs torch + learn2learn there
+
+Prints a table and writes ``benchmarks/results/maml_throughput_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import peer_env  # noqa: E402
+from run_record import provenance  # noqa: E402
+
+
+def time_metajax(args, *, first_order: bool, chunk: int, conv_impl: str) -> float:
+    """Tasks/s of metajax's jitted meta-step; ``chunk`` > 1 scans that many steps per call (as the runner does)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from metajax.data import few_shot_sampler
+    from metajax.meta import maml, softmax_cross_entropy
+    from metajax.models import Conv4
+
+    bank = jax.random.uniform(jax.random.key(0), (args.num_classes, 20, 28, 28, 1))
+    model = Conv4(num_classes=args.ways, conv_impl=conv_impl)
+    learner = maml(
+        model.apply, softmax_cross_entropy, inner_lr=args.inner_lr, inner_steps=args.inner_steps,
+        outer_optimizer=optax.adam(1e-3), first_order=first_order,
+    )  # fmt: skip
+    state = learner.init(model.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1))))
+
+    @jax.jit
+    def steps(state, bank, key):
+        sample = few_shot_sampler(bank, args.ways, args.shots, args.query_shots)
+
+        def one(state, key):
+            task_key, adapt_key = jax.random.split(key)
+            return learner.step(state, sample(task_key, args.meta_batch), key=adapt_key)
+
+        return jax.lax.scan(one, state, jax.random.split(key, chunk))
+
+    calls = max(1, args.iters // chunk)
+    for i in range(max(1, args.warmup // chunk)):
+        state, _ = steps(state, bank, jax.random.key(i))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for i in range(calls):
+        state, metrics = steps(state, bank, jax.random.key(1000 + i))
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - start
+    assert bool(jnp.isfinite(metrics["query_loss"]).all())
+    return calls * chunk * args.meta_batch / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--ways", type=int, default=5)
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--query-shots", type=int, default=5)
+    parser.add_argument("--inner-steps", type=int, default=1)
+    parser.add_argument("--inner-lr", type=float, default=0.4)
+    parser.add_argument("--meta-batch", type=int, default=32)
+    parser.add_argument("--num-classes", type=int, default=3856)
+    parser.add_argument("--iters", type=int, default=20, help="timed meta-iterations per measurement")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=10, help="meta-steps per call in the 'scanned' measurement")
+    parser.add_argument("--conv-impl", default="slices", choices=("slices", "patches", "lax"))
+    args = parser.parse_args()
+
+    import jax
+
+    backend = jax.default_backend()
+    if (args.device == "gpu") != (backend == "gpu"):
+        sys.exit(f"asked for --device {args.device} but JAX's default backend is {backend}")
+    peer_python = peer_env.ensure_learn2learn_venv()
+    peer_script = BENCH_DIR / "learn2learn_maml.py"
+
+    rows, peer_info = [], {}
+    for first_order in (False, True):
+        name = "first-order MAML" if first_order else "MAML"
+        peer_args = [
+            f"--ways={args.ways}", f"--shots={args.shots}", f"--query-shots={args.query_shots}",
+            f"--inner-steps={args.inner_steps}", f"--inner-lr={args.inner_lr}", f"--meta-batch={args.meta_batch}",
+            f"--num-classes={args.num_classes}", f"--iters={max(2, args.iters // 2)}", f"--warmup={args.warmup}",
+            f"--device={'cuda' if args.device == 'gpu' else 'cpu'}", *(["--first-order"] if first_order else []),
+        ]  # fmt: skip
+        measured: dict[str, list[float]] = {"learn2learn": []}
+        for repeat in range(args.repeats):
+            peer_info = peer_env.run_peer(peer_python, peer_args, script=peer_script)
+            measured["learn2learn"].append(peer_info["tasks_per_second"])
+            measured.setdefault("metajax, jit step per call", []).append(
+                time_metajax(args, first_order=first_order, chunk=1, conv_impl=args.conv_impl)
+            )
+            measured.setdefault(f"metajax, {args.chunk} steps per call (lax.scan)", []).append(
+                time_metajax(args, first_order=first_order, chunk=args.chunk, conv_impl=args.conv_impl)
+            )
+            print(f"{name}: repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
+        peer_median = statistics.median(measured["learn2learn"])
+        for implementation, values in measured.items():
+            median = statistics.median(values)
+            rows.append(
+                {
+                    "algorithm": name,
+                    "implementation": implementation,
+                    "tasks_per_second_median": median,
+                    "tasks_per_second_all": values,
+                    "ratio_to_learn2learn": median / peer_median,
+                }
+            )
+
+    result = {
+        "benchmark": "MAML / first-order MAML meta-training throughput vs learn2learn",
+        **provenance(),
+        "device": args.device,
+        "torch_version": peer_info.get("torch_version"),
+        "learn2learn_version": peer_info.get("learn2learn_version"),
+        "torch_threads": peer_info.get("num_threads"),
+        "config": vars(args),
+        "rows": rows,
+    }
+    out_dir = BENCH_DIR / "results"
+    out_dir.mkdir(exist_ok=True)
+    out_path = out_dir / f"maml_throughput_{args.device}.json"
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\nOmniglot {args.ways}-way {args.shots}-shot, {args.query_shots} query/class, {args.inner_steps} inner "
+          f"step(s), meta-batch {args.meta_batch}, on {result['machine']}")  # fmt: skip
+    print(f"{'algorithm':<18} {'implementation':<40} {'tasks/s':>9} {'x learn2learn':>14}")
+    for row in rows:
+        print(
+            f"{row['algorithm']:<18} {row['implementation']:<40} {row['tasks_per_second_median']:>9.1f} "
+            f"{row['ratio_to_learn2learn']:>14.2f}"
+        )
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
