@@ -2,9 +2,9 @@
 
 Each learner trains with its paper's preset (``metajax.train.config``: meta-batch
 5 for Reptile, 32 for the MAML family and ProtoNets) for ``--budget`` seconds of
-training time, in chunks of ``--chunk`` jitted meta-steps; after every chunk it
-is scored on the same ``--curve-tasks`` test tasks (evaluation time is not
-counted), and at the end on ``--eval-tasks`` test tasks with a 95% confidence
+training time, in chunks of ``--chunk`` jitted meta-steps; about ``--points``
+times along the way it is scored on the same ``--curve-tasks`` test tasks
+(evaluation time is not counted), and at the end on ``--eval-tasks`` test tasks with a 95% confidence
 interval, non-transductive (the configured default). Writes
 ``benchmarks/results/meta_family_omniglot.json`` and a plot of accuracy
 against training seconds for all learners on the same axes
@@ -63,14 +63,17 @@ def run_one(algorithm: str, shots: int, args) -> dict:
     evaluate_chunk = jax.jit(sample_and_evaluate(learner.evaluate, test_sampler(test_bank), args.curve_tasks))
     jax.block_until_ready(train_chunk(learner.init(model.init(init_key, example)), train_bank))  # Compile.
 
-    curve, train_seconds = [], 0.0
+    curve, train_seconds, next_point = [], 0.0, 0.0
     while train_seconds < args.budget:
         start = time.perf_counter()
         state, _ = train_chunk(state, train_bank)
         jax.block_until_ready(state)
         train_seconds += time.perf_counter() - start
-        accuracy = float(evaluate_chunk(state, eval_key)["accuracy"].mean())  # The same tasks every time.
-        curve.append({"train_seconds": train_seconds, "meta_iters": int(state.step), "accuracy": accuracy})
+        if train_seconds >= next_point or train_seconds >= args.budget:
+            # The same tasks every time; about --points points per curve, whatever the learner's speed.
+            accuracy = float(evaluate_chunk(state, eval_key)["accuracy"].mean())
+            curve.append({"train_seconds": train_seconds, "meta_iters": int(state.step), "accuracy": accuracy})
+            next_point = train_seconds + args.budget / args.points
     final = jax.jit(sample_and_evaluate(learner.evaluate, test_sampler(test_bank), config.eval_chunk))
     scores = evaluate_tasks(
         lambda k: final(state, k), key=jax.random.fold_in(eval_key, 1), num_tasks=args.eval_tasks,
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="training seconds per learner and shot count")
     parser.add_argument("--chunk", type=int, default=20, help="meta-steps between two points of the curve")
     parser.add_argument("--curve-tasks", type=int, default=100)
+    parser.add_argument("--points", type=int, default=12, help="points per accuracy curve")
     parser.add_argument("--eval-tasks", type=int, default=1000)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -21,8 +22,36 @@ from metajax.train.errors import TrainingDiverged
 from metajax.train.multitask_config import LOSS_WEIGHTINGS, MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (exit code 2), like the errors of a run."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_run_options(parser, *, unit: str, default_every: int) -> None:
+    """Options every subcommand shares: resumption, NaN checking, validation only."""
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=default_every,
+        help=f"{unit} between checkpoints in WORKDIR/checkpoints (default {default_every}); rerunning with the same "
+        "--workdir resumes from the latest",
+    )
+    parser.add_argument(
+        "--debug-nans", action="store_true", help="JAX's own NaN checking (slow): fail at the first NaN"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="validate the arguments and the data, then exit")
+    parser.add_argument(
+        "--devices", type=_positive_int, help="local devices to split the work over (default: all of them)"
+    )
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
@@ -94,6 +123,7 @@ def _add_meta_parser(subparsers, algorithm: str) -> None:
     parser.add_argument("--conv-impl", choices=("slices", "patches", "lax"), default="slices")
     parser.add_argument("--workdir", default=f"runs/{algorithm}", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_run_options(parser, unit="meta-steps", default_every=1000)
 
 
 def _add_mmoe_parser(subparsers) -> None:
@@ -133,6 +163,7 @@ def _add_mmoe_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="runs/mmoe", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_options(parser, unit="epochs", default_every=1)
 
 
 def _add_continual_parser(subparsers) -> None:
@@ -172,6 +203,7 @@ def _add_continual_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="runs/continual", help="where summary.json and the plots go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_options(parser, unit="experiences", default_every=1)
 
 
 def _print_continual_table(summary: dict) -> None:
@@ -242,19 +274,38 @@ def _print_meta_table(summary: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="metajax", description="Meta-learning, multi-task and continual learning in pure JAX."
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
     for algorithm in ALGORITHMS:
         _add_meta_parser(subparsers, algorithm)
     _add_mmoe_parser(subparsers)
     _add_continual_parser(subparsers)
+    plot_parser = subparsers.add_parser(
+        "plot", help="draw a run's learning curves (and accuracy matrix or gate weights) to PNG files"
+    )
+    plot_parser.add_argument("workdir", help="the --workdir of a metajax run")
     args = parser.parse_args(argv)
+    if args.command == "plot":
+        from metajax.train.plots import plot_run
+
+        try:
+            written = plot_run(args.workdir)
+        except ValueError as error:
+            print(f"metajax plot: error: {error}", file=sys.stderr)
+            return 2
+        for path in written:
+            print(f"wrote {path}")
+        return 0
 
     options = vars(args).copy()
-    for name in ("command", "workdir", "no_progress"):
+    for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices"):
         options.pop(name)
+    if args.debug_nans:
+        import jax
+
+        jax.config.update("jax_debug_nans", True)
     if args.command in ALGORITHMS:
         options["algorithm"] = args.command
     meta = (MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table)
@@ -264,10 +315,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
     }[args.command]
     try:
-        summary = runner(config_class(**options), args.workdir, show_progress=not args.no_progress)
-    except (ValueError, DataError, TrainingDiverged) as error:
-        print(f"metajax {args.command}: error: {error}", file=sys.stderr)
+        summary = runner(
+            config_class(**options),
+            args.workdir,
+            show_progress=not args.no_progress,
+            checkpoint_every=args.checkpoint_every,
+            dry_run=args.dry_run,
+            devices=args.devices,
+        )
+    except (ValueError, DataError, TrainingDiverged, FloatingPointError) as error:
+        # FloatingPointError: what --debug-nans raises at the first NaN.
+        message = " ".join(str(error).split())  # One line, whatever the error's own layout.
+        print(f"metajax {args.command}: error: {message}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        print(f"metajax {args.command}: arguments and data are valid; resolved config:")
+        print(json.dumps(summary["config"], indent=2))
+        return 0
     print_table(summary)
     print(f"wrote {args.workdir}/summary.json")
     return 0

@@ -79,6 +79,7 @@ def multitask_trainer(
     weighting: LossWeighting | None = None,
     gradient_surgery: optax.GradientTransformationExtraArgs | None = None,
     batch_size: int = 32,
+    place_batch: Callable[[MultiTaskBatch], MultiTaskBatch] | None = None,
 ) -> MultiTaskTrainer:
     """Builds the pure train and eval functions of a multi-task model.
 
@@ -95,6 +96,8 @@ def multitask_trainer(
         such as ``pcgrad()``; per-task gradients cost one backward pass per task.
       batch_size: examples per step in ``train_epoch`` (the last partial batch
         of an epoch is dropped).
+      place_batch: lays each batch of ``train_epoch`` out over devices (e.g.
+        ``metajax.train.sharding.shard_leading_axis``); default: as it is.
 
     Returns:
       A ``MultiTaskTrainer``; jit its functions (they are pure).
@@ -189,7 +192,8 @@ def multitask_trainer(
             # Gathering each batch inside the loop, not the whole shuffled set up
             # front, keeps the copy small and in cache.
             rows, step_key = inputs
-            return train_step(state, jax.tree.map(lambda a: a[rows], data), key=step_key)
+            batch = jax.tree.map(lambda a: a[rows], data)
+            return train_step(state, batch if place_batch is None else place_batch(batch), key=step_key)
 
         state, metrics = jax.lax.scan(body, state, (order.reshape(num_batches, batch_size), step_keys))
         return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)

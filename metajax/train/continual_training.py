@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -31,9 +32,12 @@ from metajax.data.continual_streams import Stream, gaussian_classes, permuted_st
 from metajax.data.mnist import load_mnist
 from metajax.data.omniglot import load_omniglot
 from metajax.models import MLP
+from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
+from metajax.train.metrics_log import MetricsLog
 from metajax.train.run_info import run_metadata
+from metajax.train.sharding import device_mesh, shard_leading_axis
 
 
 def build_stream(config: ContinualConfig) -> Stream:
@@ -100,12 +104,27 @@ def _mean_std(values) -> dict[str, float]:
     return {"mean": float(values.mean()), "std": float(values.std())}
 
 
-def train_and_evaluate(config: ContinualConfig, workdir: str | Path, *, show_progress: bool = True) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ContinualConfig,
+    workdir: str | Path,
+    *,
+    show_progress: bool = True,
+    checkpoint_every: int = 1,
+    dry_run: bool = False,
+    devices: int | None = None,
+) -> dict[str, Any]:
     """Trains ``config.seeds`` runs together (vmapped over the seed axis) through the stream.
 
     After each experience every run is scored on every experience's test set,
     filling the accuracy matrix. Writes ``workdir/metrics.jsonl`` (one line per
     experience), ``workdir/summary.json`` and ``workdir/accuracy_matrix.png``.
+    The state of every run (weights, optimizer, strategy state such as replay
+    buffers and Fisher information) and the accuracy rows so far are saved in
+    ``workdir/checkpoints`` every ``checkpoint_every`` experiences; rerun with
+    the same workdir and config, a run resumes from its latest checkpoint.
+    The runs are split over ``devices`` local devices (default: all);
+    ``dry_run`` validates the arguments and the data, then returns without
+    training.
     """
     config = config.resolved()
     workdir = Path(workdir)
@@ -127,28 +146,66 @@ def train_and_evaluate(config: ContinualConfig, workdir: str | Path, *, show_pro
     params = jax.vmap(model.init, in_axes=(0, None))(init_keys, jnp.asarray(stream.train_x[0, :1]))
     state = jax.vmap(learner.init)(params)
     # No buffer donation: strategy states may hold the very arrays of the params (SI's, LwF's anchors at init).
-    train_experience = jax.jit(jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, 0)))
+    mesh = device_mesh(devices)
+
+    def train_runs(states, experience, keys):  # The run axis over devices: runs are independent.
+        states, keys = shard_leading_axis((states, keys), mesh)
+        return jax.vmap(lambda s, k: learner.train_experience(s, experience, key=k))(states, keys)
+
+    train_experience = jax.jit(train_runs)
     accuracy = jax.jit(jax.vmap(learner.accuracy, in_axes=(0, None, None, None, None)))
     initial_accuracy = np.asarray(accuracy(state.params, *test))  # [seeds, experiences], for FWT
 
-    rows, log_path = [], workdir / "metrics.jsonl"
-    log_path.write_text("")
-    started = time.perf_counter()
-    bar = tqdm(experiences, desc=f"{config.strategy} on {config.benchmark}", unit="exp", disable=not show_progress)
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
+    if dry_run:  # Everything above validated the arguments and the data.
+        return {"dry_run": True, **run_metadata(config)}
+    checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
+    # Experiences done, accuracy rows so far and time trained, carried across a resumption.
+    progress = {"experiences": 0, "rows": [], "train_seconds": 0.0}
+    restored = checkpoints.restore(state)
+    if restored is not None:
+        state, progress = restored
+        tqdm.write(
+            f"resuming from the checkpoint after experience {progress['experiences']} of {len(experiences)} "
+            f"in {workdir}"
+        )
+    log = MetricsLog(
+        workdir, step_field="experience", resume_after=None if restored is None else progress["experiences"] - 1
+    )
+    rows = [np.asarray(row, dtype=np.float32) for row in progress["rows"]]  # As computed: float32.
+    started = time.perf_counter() - progress["train_seconds"]
+    bar = tqdm(
+        experiences,
+        desc=f"{config.strategy} on {config.benchmark}",
+        unit="exp",
+        initial=progress["experiences"],
+        disable=not show_progress,
+    )
     for index, experience in enumerate(bar):
+        if index < progress["experiences"]:
+            continue
         step_keys = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(train_keys)
         state, metrics = train_experience(state, experience, step_keys)
         losses = np.asarray(metrics["loss"])
         if not np.all(np.isfinite(losses)):
-            raise TrainingDiverged(f"training loss became {losses} in experience {index}")
+            log.close()
+            checkpoints.close()
+            raise TrainingDiverged(f"training loss became {losses} in experience {index}; {checkpoints.kept_message()}")
         row = np.asarray(accuracy(state.params, *test))  # [seeds, experiences]
         rows.append(row)
         record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
-        with log_path.open("a") as log:
-            log.write(json.dumps(record) + "\n")
+        log.write(record)
         bar.set_postfix(seen_accuracy=f"{row[:, : index + 1].mean():.3f}")
+        progress.update(
+            experiences=index + 1, rows=[r.tolist() for r in rows], train_seconds=time.perf_counter() - started
+        )
+        if (index + 1) % checkpoint_every == 0 or index + 1 == len(experiences):
+            checkpoints.save(index + 1, state, progress)
     bar.close()
-    train_seconds = time.perf_counter() - started
+    log.close()
+    checkpoints.close()
+    train_seconds = progress["train_seconds"]
 
     matrices = np.stack(rows, axis=1)  # [seeds, rows, experiences]
     final = matrices[:, -1].mean(axis=1)
@@ -168,12 +225,13 @@ def train_and_evaluate(config: ContinualConfig, workdir: str | Path, *, show_pro
         summary["forgetting"] = _mean_std([forgetting(m) for m in matrices])
         summary["bwt"] = _mean_std([backward_transfer(m) for m in matrices])
         summary["fwt"] = _mean_std([forward_transfer(m, b) for m, b in zip(matrices, initial_accuracy, strict=True)])
-    summary["plot"] = str(plot_accuracy_matrix(matrices.mean(axis=0), config, workdir / "accuracy_matrix.png"))
+    title = f"{config.strategy}, {config.benchmark} {config.scenario}"
+    summary["plot"] = str(plot_accuracy_matrix(matrices.mean(axis=0), title, workdir / "accuracy_matrix.png"))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def plot_accuracy_matrix(matrix: np.ndarray, config: ContinualConfig, path: Path) -> Path:
+def plot_accuracy_matrix(matrix: np.ndarray, title: str, path: Path) -> Path:
     """A heat map of R[i, j], accuracy on experience j after training through experience i."""
     import matplotlib
 
@@ -188,7 +246,7 @@ def plot_accuracy_matrix(matrix: np.ndarray, config: ContinualConfig, path: Path
             axis.text(j, i, f"{100 * matrix[i, j]:.0f}", ha="center", va="center", color="w", fontsize=7)
     axis.set_xlabel("tested on experience")
     axis.set_ylabel("trained through experience" if rows > 1 else "joint training")
-    axis.set_title(f"{config.strategy}, {config.benchmark} {config.scenario}", fontsize=9)
+    axis.set_title(title, fontsize=9)
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -41,12 +41,18 @@ def evaluate_tasks(
 
 
 def sample_and_evaluate(
-    evaluate: Callable[..., dict[str, jax.Array]], sample: Callable[[jax.Array, int], TaskBatch], chunk_size: int
+    evaluate: Callable[..., dict[str, jax.Array]],
+    sample: Callable[[jax.Array, int], TaskBatch],
+    chunk_size: int,
+    place: Callable[[TaskBatch], TaskBatch] = lambda tasks: tasks,
 ) -> Callable[..., dict[str, jax.Array]]:
-    """``(state, key) -> per-task metrics`` for ``chunk_size`` tasks sampled from ``key``."""
+    """``(state, key) -> per-task metrics`` for ``chunk_size`` tasks sampled from ``key``.
+
+    ``place`` may lay the sampled tasks out over devices (``shard_leading_axis``).
+    """
 
     def evaluate_chunk(state, key):
         sample_key, adapt_key = jax.random.split(key)
-        return evaluate(state, sample(sample_key, chunk_size), key=adapt_key)
+        return evaluate(state, place(sample(sample_key, chunk_size)), key=adapt_key)
 
     return evaluate_chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from functools import partial
@@ -18,10 +19,13 @@ from metajax.data import few_shot_sampler, load_omniglot, sinusoid_sampler
 from metajax.data.omniglot import EXAMPLES_PER_CLASS
 from metajax.meta import anil, maml, mean_squared_error, meta_sgd, protonets, reptile, softmax_cross_entropy
 from metajax.models import MLP, Conv4
+from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.config import MetaLearningConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
+from metajax.train.metrics_log import MetricsLog
 from metajax.train.run_info import run_metadata
+from metajax.train.sharding import device_mesh, shard_leading_axis
 
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
 
@@ -124,12 +128,25 @@ def load_banks(config: MetaLearningConfig) -> tuple[jax.Array, jax.Array]:
 
 
 def train_and_evaluate(
-    config: MetaLearningConfig, workdir: str | Path, *, show_progress: bool = True
+    config: MetaLearningConfig,
+    workdir: str | Path,
+    *,
+    show_progress: bool = True,
+    checkpoint_every: int = 1000,
+    dry_run: bool = False,
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Meta-trains the configured learner, evaluates it on ``eval_tasks`` test tasks, writes results.
 
     Writes ``workdir/metrics.jsonl`` (one line per logging interval),
     ``workdir/summary.json`` and, for sinusoid, ``workdir/sinusoid_fits.png``.
+    Saves the training state in ``workdir/checkpoints`` at the first logging
+    interval past every ``checkpoint_every`` meta-steps and at the end; run
+    again with the same workdir and config, it resumes from the latest one
+    and ends with the same results as a run never interrupted. The tasks of
+    each meta-batch and of each evaluation chunk are split over ``devices``
+    local devices (default: all); ``dry_run`` validates the arguments and the
+    data, then returns without training.
 
     Returns:
       The summary dictionary written to ``summary.json``.
@@ -145,6 +162,12 @@ def train_and_evaluate(
     if config.dataset == "omniglot":  # Validates ways against the classes present.
         train_sampler(train_bank)
         test_sampler(test_bank)
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
+    mesh = device_mesh(devices)
+    if dry_run:  # Everything above validated the arguments and the data.
+        return {"dry_run": True, **run_metadata(config)}
+    checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
 
     key = jax.random.key(config.seed)
     init_key, train_key, eval_key = jax.random.split(key, 3)
@@ -156,32 +179,45 @@ def train_and_evaluate(
 
         def one_step(state, step_key):
             task_key, adapt_key = jax.random.split(step_key)
-            return learner.step(state, sample(task_key, config.meta_batch), key=adapt_key)
+            tasks = shard_leading_axis(sample(task_key, config.meta_batch), mesh)  # The meta-batch over devices.
+            return learner.step(state, tasks, key=adapt_key)
 
         # Keys depend on the step number alone, so chunking does not change results.
         steps = state.step + jnp.arange(num_steps)
         return jax.lax.scan(one_step, state, jax.vmap(jax.random.fold_in, (None, 0))(train_key, steps))
 
-    log_path = workdir / "metrics.jsonl"
-    log_path.write_text("")
-    steady_seconds, steady_steps, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(total=config.meta_iters, desc="meta-training", unit="it", disable=not show_progress)
+    # What the summary needs beyond the state, carried across a resumption.
+    progress = {"train_seconds": 0.0, "steady_seconds": 0.0, "steady_steps": 0, "last_record": None}
+    restored = checkpoints.restore(state)
+    if restored is not None:
+        state, progress = restored
+        tqdm.write(f"resuming from the checkpoint at step {int(state.step)} of {config.meta_iters} in {workdir}")
+    log = MetricsLog(workdir, step_field="step", resume_after=None if restored is None else int(state.step))
+    first_chunk, started = True, time.perf_counter() - progress["train_seconds"]
+    bar = tqdm(
+        total=config.meta_iters, initial=int(state.step), desc="meta-training", unit="it", disable=not show_progress
+    )
     # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
     print_every = config.log_every * max(1, round(config.meta_iters / config.log_every / 20))
+    last_saved = int(state.step)
     while int(state.step) < config.meta_iters:
         num_steps = min(config.log_every, config.meta_iters - int(state.step))
         chunk_start = time.perf_counter()
         state, metrics = train_chunk(state, train_bank, num_steps)
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - chunk_start
-        if int(state.step) > num_steps:  # The first chunk includes compilation.
-            steady_seconds += elapsed
-            steady_steps += num_steps
+        if not first_chunk:  # The first chunk of a process includes compilation.
+            progress["steady_seconds"] += elapsed
+            progress["steady_steps"] += num_steps
+        first_chunk = False
         for name, values in metrics.items():
             if not np.all(np.isfinite(values)):
                 bad_step = int(state.step) - num_steps + int(np.argmin(np.isfinite(values)))
+                log.close()
+                checkpoints.close()
                 raise TrainingDiverged(
-                    f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}"
+                    f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}; "
+                    f"{checkpoints.kept_message()}"
                 )
         # Means over the chunk, except schedules, reported where the chunk ends.
         record = {"step": int(state.step)}
@@ -189,8 +225,7 @@ def train_and_evaluate(
             {name: float(values[-1] if name == "meta_step_size" else values.mean()) for name, values in metrics.items()}
         )
         record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
-        with log_path.open("a") as log:
-            log.write(json.dumps(record) + "\n")
+        log.write(record)
         if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
             shown = "  ".join(
                 f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
@@ -198,8 +233,17 @@ def train_and_evaluate(
             tqdm.write(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
         bar.update(num_steps)
         bar.set_postfix(loss=f"{record[_headline_loss(record)]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
+        progress["train_seconds"] = time.perf_counter() - started
+        progress["last_record"] = record
+        step = int(state.step)
+        if step // checkpoint_every > last_saved // checkpoint_every or step == config.meta_iters:
+            checkpoints.save(step, state, progress)
+            last_saved = step
     bar.close()
-    train_seconds = time.perf_counter() - started
+    log.close()
+    checkpoints.close()
+    record, train_seconds = progress["last_record"], progress["train_seconds"]
+    steady_seconds, steady_steps = progress["steady_seconds"], progress["steady_steps"]
     if steady_steps == 0:  # A single chunk: report it, compilation included.
         steady_seconds, steady_steps = train_seconds, config.meta_iters
 
@@ -209,7 +253,12 @@ def train_and_evaluate(
     scores = {}
     for transductive in modes:
         evaluate_chunk = jax.jit(
-            sample_and_evaluate(make_learner(transductive).evaluate, test_sampler(test_bank), config.eval_chunk)
+            sample_and_evaluate(
+                make_learner(transductive).evaluate,
+                test_sampler(test_bank),
+                config.eval_chunk,
+                place=lambda tasks: shard_leading_axis(tasks, mesh),
+            )
         )
         mode = _mode_name(transductive)
         eval_bar = tqdm(total=config.eval_tasks, desc=f"evaluating ({mode})", unit="task", disable=not show_progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,9 +22,12 @@ from metajax.models import CGC, PLE, MMoE, OMoE, SharedBottom
 from metajax.multitask import gradnorm, multitask_trainer, pcgrad
 from metajax.multitask.evaluation import headline, score_split
 from metajax.multitask.weighting import WEIGHTINGS
+from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.errors import TrainingDiverged
+from metajax.train.metrics_log import MetricsLog
 from metajax.train.multitask_config import MultiTaskConfig
 from metajax.train.run_info import run_metadata
+from metajax.train.sharding import device_mesh, shard_leading_axis
 
 
 def build_model(config: MultiTaskConfig) -> nn.Module:
@@ -51,7 +55,7 @@ def load_dataset(config: MultiTaskConfig) -> MultiTaskDataset:
     return correlated_regression_dataset(jax.random.key(config.seed + 1_000_003), correlation=config.correlation)
 
 
-def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str):
+def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str, place_batch=None):
     weighting = gradnorm() if config.weighting == "gradnorm" else WEIGHTINGS[config.weighting]()
     return multitask_trainer(
         model.apply,
@@ -61,6 +65,7 @@ def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str):
         weighting=weighting,
         gradient_surgery=pcgrad() if config.pcgrad else None,
         batch_size=config.batch_size,
+        place_batch=place_batch,
     )
 
 
@@ -70,13 +75,21 @@ def train_and_evaluate(
     *,
     show_progress: bool = True,
     dataset: MultiTaskDataset | None = None,
+    checkpoint_every: int = 1,
+    dry_run: bool = False,
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Trains ``config.epochs`` epochs, scores the validation split after each, and the test split
     with the parameters of the best validation epoch.
 
     Writes ``workdir/metrics.jsonl`` (one line per epoch) and ``workdir/summary.json``.
     ``dataset``, when given, replaces loading the one ``config`` names (to reuse
-    one loaded copy across many runs).
+    one loaded copy across many runs). The training state, the best epoch's
+    parameters and the log position are saved in ``workdir/checkpoints`` every
+    ``checkpoint_every`` epochs and at the end; rerun with the same workdir and
+    config, a run resumes from its latest checkpoint. Each training batch is
+    split over ``devices`` local devices (default: all); ``dry_run`` validates
+    the arguments and the data, then returns without training.
 
     Returns:
       The summary dictionary written to ``summary.json``.
@@ -93,7 +106,8 @@ def train_and_evaluate(
     train = jax.tree.map(jnp.asarray, dataset.train)
 
     model = build_model(config)
-    trainer = build_trainer(config, model, task_kind)
+    mesh = device_mesh(devices)
+    trainer = build_trainer(config, model, task_kind, place_batch=lambda batch: shard_leading_axis(batch, mesh))
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
     state = trainer.init(model.init(init_key, train.x[:1]))
     train_epoch = jax.jit(trainer.train_epoch, donate_argnums=0)
@@ -102,25 +116,53 @@ def train_and_evaluate(
     def score(params, split):
         return score_split(predict, params, split, dataset.task_names, dataset.task_kinds)
 
-    log_path = workdir / "metrics.jsonl"
-    log_path.write_text("")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
+    if dry_run:  # Everything above validated the arguments and the data.
+        return {"dry_run": True, **run_metadata(config)}
+    checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
     steps_per_epoch = train.x.shape[0] // config.batch_size
-    best_value, best_epoch, best_params, best_validation = -np.inf, 0, None, None
-    steady_seconds, started = 0.0, time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=f"training {config.model}", unit="epoch", disable=not show_progress)
+    # Everything beyond the state that the summary needs, carried across a resumption.
+    progress = {"epoch": 0, "best_value": None, "best_epoch": 0, "best_validation": None, "steady_seconds": 0.0,
+                "steady_epochs": 0, "train_seconds": 0.0}  # fmt: skip
+    best_params = state.params
+    restored = checkpoints.restore({"state": state, "best_params": best_params})
+    if restored is not None:
+        saved, progress = restored
+        state, best_params = saved["state"], saved["best_params"]
+        tqdm.write(f"resuming from the checkpoint after epoch {progress['epoch']} of {config.epochs} in {workdir}")
+    log = MetricsLog(workdir, step_field="epoch", resume_after=None if restored is None else progress["epoch"])
+    best_value = -np.inf if progress["best_value"] is None else progress["best_value"]
+    started = time.perf_counter() - progress["train_seconds"]
+    bar = tqdm(
+        range(progress["epoch"] + 1, config.epochs + 1),
+        initial=progress["epoch"],
+        total=config.epochs,
+        desc=f"training {config.model}",
+        unit="epoch",
+        disable=not show_progress,
+    )
+    first_epoch = True
     for epoch in bar:
         epoch_start = time.perf_counter()
         state, metrics = train_epoch(state, train, key=jax.random.fold_in(train_key, epoch))
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - epoch_start
-        if epoch > 1:  # The first epoch includes compilation.
-            steady_seconds += elapsed
+        if not first_epoch:  # The first epoch of a process includes compilation.
+            progress["steady_seconds"] += elapsed
+            progress["steady_epochs"] += 1
+        first_epoch = False
         if not np.all(np.isfinite(metrics["task_losses"])):
-            raise TrainingDiverged(f"training loss became {metrics['task_losses']} in epoch {epoch}")
+            log.close()
+            checkpoints.close()
+            raise TrainingDiverged(
+                f"training loss became {metrics['task_losses']} in epoch {epoch}; {checkpoints.kept_message()}"
+            )
         validation = score(state.params, dataset.validation)
         value = headline(validation, dataset.task_kinds)
         if value > best_value:
-            best_value, best_epoch, best_validation = value, epoch, validation
+            best_value = value
+            progress.update(best_value=float(value), best_epoch=epoch, best_validation=validation)
             best_params = jax.tree.map(jnp.copy, state.params)
         record = {
             "epoch": epoch,
@@ -130,15 +172,22 @@ def train_and_evaluate(
             "validation": validation["tasks"],
             "examples_per_second": steps_per_epoch * config.batch_size / elapsed,
         }
-        with log_path.open("a") as log:
-            log.write(json.dumps(record) + "\n")
+        log.write(record)
         bar.set_postfix(
             {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
         )
+        progress.update(epoch=epoch, train_seconds=time.perf_counter() - started)
+        if epoch % checkpoint_every == 0 or epoch == config.epochs:
+            checkpoints.save(epoch, {"state": state, "best_params": best_params}, progress)
     bar.close()
-    train_seconds = time.perf_counter() - started
-    if config.epochs == 1:
-        steady_seconds = train_seconds
+    log.close()
+    checkpoints.close()
+    best_epoch, best_validation = progress["best_epoch"], progress["best_validation"]
+    train_seconds, steady_seconds, steady_epochs = (
+        progress["train_seconds"], progress["steady_seconds"], progress["steady_epochs"]
+    )  # fmt: skip
+    if steady_epochs == 0:  # One epoch per process: report it, compilation included.
+        steady_seconds, steady_epochs = train_seconds, config.epochs
 
     test = score(best_params, dataset.test)
     final_test = score(state.params, dataset.test)
@@ -156,7 +205,7 @@ def train_and_evaluate(
         "tasks": test["tasks"],
         "validation_tasks": best_validation["tasks"],
         "final_epoch_tasks": final_test["tasks"],
-        "examples_per_second": (max(config.epochs - 1, 1)) * steps_per_epoch * config.batch_size / steady_seconds,
+        "examples_per_second": steady_epochs * steps_per_epoch * config.batch_size / steady_seconds,
         "train_seconds": train_seconds,
     }
     if "mean_gate_weights" in test:

@@ -1,0 +1,125 @@
+"""Checkpoints of a run in its workdir, with orbax: save every few steps, resume from the latest.
+
+A run's whole state is a pytree of arrays (params, optimizer and strategy
+states, the step) plus a small JSON record (the log position, the seconds
+trained so far). Random keys are not stored: every runner derives its keys
+from the seed and the step number alone, so the step restores them exactly.
+
+orbax writes each checkpoint to a temporary folder and renames it when it is
+complete, so a run killed during a save leaves the previous checkpoint usable.
+The workdir remembers the config it was started with (``run_config.json``); a
+rerun with a different config is refused, naming the differing fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+# Fault injection for the tests of resumption: the process SIGKILLs itself right
+# after its N-th completed save, as a pre-empted job would die mid-training.
+KILL_AFTER_SAVES_VARIABLE = "METAJAX_KILL_AFTER_CHECKPOINTS"
+
+# Fields that may change between a run and its resumption: where the data lives
+# (a resumed job may land on another machine) does not change the results.
+RESUMABLE_DIFFERENCES = ("data_dir",)
+
+
+class ConfigMismatch(ValueError):
+    """The workdir holds a run with another config."""
+
+
+class RunCheckpoints:
+    """The checkpoints of one run: ``restore`` the latest, ``save`` new ones, ``close`` at the end."""
+
+    def __init__(self, workdir: str | Path, config: dict[str, Any], *, keep: int = 3):
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        self._check_config(Path(workdir) / "run_config.json", config)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
+        )
+        self._saves = 0
+        self._last_step: int | None = None
+
+    @staticmethod
+    def _check_config(path: Path, config: dict[str, Any]) -> None:
+        config = json.loads(json.dumps(config))  # Tuples as lists, as they come back from the file.
+        if path.exists():
+            stored = json.loads(path.read_text())
+            differing = sorted(
+                name
+                for name in set(stored) | set(config)
+                if name not in RESUMABLE_DIFFERENCES and stored.get(name) != config.get(name)
+            )
+            if differing:
+                details = ", ".join(
+                    f"{name} (workdir: {stored.get(name)!r}, now: {config.get(name)!r})" for name in differing
+                )
+                raise ConfigMismatch(
+                    f"{path.parent} holds a run with a different config: {details}; use another --workdir, "
+                    "or rerun with the workdir's settings to resume it"
+                )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(config, indent=2) + "\n")
+
+    @property
+    def latest_step(self) -> int | None:
+        if self._manager is None:  # Closed: the step it had last.
+            return self._last_step
+        return self._manager.latest_step()
+
+    def kept_message(self) -> str:
+        """Where the last good checkpoint is, for the error of a run that stops."""
+        step = self.latest_step
+        if step is None:
+            return "no checkpoint had been saved yet"
+        return f"the last good checkpoint ({step}) is kept in {self.directory}"
+
+    def restore(self, like: Any) -> tuple[Any, dict[str, Any]] | None:
+        """The latest ``(state, record)``, with ``state`` shaped like ``like``; ``None`` without checkpoints."""
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()),
+        )
+        # Host copies, not arrays committed to the device orbax put them on, so
+        # that the run lays them out over its own mesh as it did the fresh state.
+        return jax.tree.map(np.asarray, restored["state"]), restored["record"]
+
+    def save(self, step: int, state: Any, record: dict[str, Any]) -> None:
+        """Saves ``state`` and the JSON-able ``record`` as checkpoint ``step`` (blocking until it is complete)."""
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+        self._saves += 1
+        if os.environ.get(KILL_AFTER_SAVES_VARIABLE) == str(self._saves):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._last_step = self._manager.latest_step()
+            self._manager.close()
+            self._manager = None
+
+
+def keep_log_until(path: Path, last: int, field: str = "step") -> None:
+    """Drops the lines of a JSON-lines log written after checkpoint ``last`` (they will be written again)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)[field] <= last]
+    path.write_text("".join(line + "\n" for line in lines))

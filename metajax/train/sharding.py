@@ -1,0 +1,47 @@
+"""Spreading a run's independent axis (tasks, runs, examples) over the local devices.
+
+A one-axis ``jax.sharding.Mesh`` of the devices, and a constraint that splits
+an array's leading axis over it. Under ``jit`` XLA's partitioner then runs
+each device's slice of a ``vmap`` over that axis locally, replicating the
+weights and reducing what the step averages over the axis (the meta-gradient)
+across devices. On one device both are no-ops.
+
+Several hosts: call ``jax.distributed.initialize()`` before anything else in
+each process (README, "More than one device"); ``jax.devices()`` then lists
+every host's devices and the same mesh spans them.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def device_mesh(num_devices: int | None = None, axis_name: str = "batch") -> Mesh:
+    """A one-axis mesh of the first ``num_devices`` devices (default: all of them)."""
+    devices = jax.devices()
+    if num_devices is None:
+        num_devices = len(devices)
+    if not 1 <= num_devices <= len(devices):
+        raise ValueError(f"devices must be between 1 and the {len(devices)} available, got {num_devices}")
+    return Mesh(np.asarray(devices[:num_devices]), (axis_name,))
+
+
+def shard_leading_axis(tree, mesh: Mesh):
+    """Constrains every array of ``tree`` to be split along its leading axis over ``mesh``.
+
+    An array whose leading axis does not divide evenly stays replicated (it
+    would otherwise be padded), so any meta-batch size works on any mesh.
+    Use inside ``jit``.
+    """
+    if mesh.size == 1:
+        return tree
+    (axis_name,) = mesh.axis_names
+
+    def constrain(array):
+        if array.ndim == 0 or array.shape[0] % mesh.size:
+            return array
+        return jax.lax.with_sharding_constraint(array, NamedSharding(mesh, PartitionSpec(axis_name)))
+
+    return jax.tree.map(constrain, tree)

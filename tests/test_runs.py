@@ -1,0 +1,231 @@
+"""Runs that survive: a SIGKILLed run resumes to the same result, bit for bit;
+same seed, same summary; a workdir of another config is refused; bad arguments
+fail in one line, whatever they are (hypothesis)."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metajax.cli import main
+from metajax.train.checkpoints import KILL_AFTER_SAVES_VARIABLE
+
+# Fields that measure time, not results: everything else must match exactly.
+TIMING_FIELDS = {"train_seconds", "meta_tasks_per_second", "examples_per_second", "tasks_per_second", "plot"}
+
+RUNS = {
+    "reptile": ["reptile", "--meta-iters", "60", "--log-every", "10", "--checkpoint-every", "20", "--eval-tasks",
+                "20", "--eval-chunk", "10"],
+    "maml": ["maml", "--meta-iters", "40", "--log-every", "10", "--checkpoint-every", "10", "--eval-tasks", "20",
+             "--eval-chunk", "10"],
+    "mmoe": ["mmoe", "--epochs", "4", "--batch-size", "500", "--experts", "3"],
+    "continual": ["continual", "--strategy", "replay-ewc", "--buffer-size", "200", "--seeds", "2"],
+}  # fmt: skip
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def _results(workdir: Path):
+    summary = json.loads((workdir / "summary.json").read_text())
+    log = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return _without_timing(summary), _without_timing(log)
+
+
+def _final_state(workdir: Path) -> list[np.ndarray]:
+    directory = workdir / "checkpoints"
+    step = max(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    with warnings.catch_warnings():  # Restoring without a target: orbax warns it reads the saved layout.
+        warnings.simplefilter("ignore", UserWarning)
+        restored = ocp.PyTreeCheckpointer().restore(directory / str(step) / "state")
+    return [np.asarray(leaf) for leaf in __import__("jax").tree.leaves(restored)]
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_killed_run_resumes_to_the_same_result_bit_for_bit(run, tmp_path, capsys):
+    args = [*RUNS[run], "--seed", "1", "--no-progress"]
+    assert main([*args, "--workdir", str(tmp_path / "whole")]) == 0
+
+    killed = tmp_path / "killed"
+    environment = {**os.environ, KILL_AFTER_SAVES_VARIABLE: "2"}  # SIGKILL after the 2nd checkpoint.
+    process = subprocess.run(
+        [sys.executable, "-m", "metajax.cli", *args, "--workdir", str(killed)], env=environment, capture_output=True
+    )
+    assert process.returncode == -9, process.stderr.decode()[-2000:]
+    assert not (killed / "summary.json").exists()
+    capsys.readouterr()
+    assert main([*args, "--workdir", str(killed)]) == 0
+    assert "resuming from the checkpoint" in capsys.readouterr().out
+
+    assert _results(killed) == _results(tmp_path / "whole")
+    for resumed, whole in zip(_final_state(killed), _final_state(tmp_path / "whole"), strict=True):
+        np.testing.assert_array_equal(resumed, whole)
+
+
+def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(tmp_path, capsys):
+    args = [*RUNS["reptile"], "--no-progress", "--workdir", str(tmp_path)]
+    process = subprocess.run(
+        [sys.executable, "-m", "metajax.cli", *args], env={**os.environ, KILL_AFTER_SAVES_VARIABLE: "1"}
+    )
+    assert process.returncode == -9
+    # What a kill in the middle of orbax's next save leaves: a temporary folder, never renamed.
+    partial = tmp_path / "checkpoints" / "40.orbax-checkpoint-tmp-1700000000000000"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "half_written").write_bytes(b"\0" * 100)
+    assert main(args) == 0
+    assert "resuming from the checkpoint at step 20 of 60" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["meta_iters_done"] == 60
+
+
+@pytest.mark.parametrize("run", ["reptile", "mmoe", "continual"])
+def test_same_command_same_seed_same_summary(run, tmp_path):
+    for name in ("a", "b"):
+        assert main([*RUNS[run], "--seed", "2", "--no-progress", "--workdir", str(tmp_path / name)]) == 0
+    assert _results(tmp_path / "a") == _results(tmp_path / "b")
+
+
+def test_workdir_of_another_config_is_refused_naming_the_fields(tmp_path, capsys):
+    args = [*RUNS["reptile"], "--no-progress", "--workdir", str(tmp_path)]
+    assert main([*args, "--seed", "0"]) == 0
+    assert main([*args, "--seed", "5", "--meta-iters", "80"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with a different config: meta_iters (workdir: 60, now: 80), seed (workdir: 0, now: 5)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_divergence_names_the_step_and_exits_non_zero(tmp_path, capsys):
+    args = ["reptile", "--inner-lr", "1e4", "--meta-iters", "40", "--log-every", "10", "--no-progress"]
+    assert main([*args, "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "meta-training" in err and "at step" in err
+    assert "last good checkpoint" in err or "no checkpoint had been saved yet" in err
+
+
+# Values a user might type, valid or not.
+_VALUES = st.one_of(
+    st.integers(min_value=-3, max_value=50).map(str),
+    st.sampled_from(["0", "-1", "1e9", "nan", "inf", "abc", "", "1.5", "sgd", "ple", "class-il", "replay", "mmoe"]),
+)
+_FLAGS = {
+    "reptile": ["--ways", "--shots", "--query-shots", "--meta-batch", "--inner-steps", "--inner-lr", "--meta-iters",
+                "--eval-tasks", "--inner-optimizer", "--meta-step-size", "--checkpoint-every"],
+    "maml": ["--ways", "--shots", "--inner-steps", "--second-order-steps", "--meta-lr", "--eval-inner-steps",
+             "--meta-batch", "--devices"],
+    "protonets": ["--ways", "--shots", "--query-shots", "--meta-lr"],
+    "mmoe": ["--model", "--experts", "--epochs", "--batch-size", "--correlation", "--weighting", "--tower-layers",
+             "--learning-rate", "--task-experts", "--levels"],
+    "continual": ["--strategy", "--scenario", "--buffer-size", "--epochs", "--batch-size", "--seeds", "--ewc-lambda",
+                  "--experiences", "--hidden", "--buffer-policy", "--learning-rate"],
+}  # fmt: skip
+
+
+@st.composite
+def _command_lines(draw):
+    command = draw(st.sampled_from(sorted(_FLAGS)))
+    flags = draw(st.lists(st.sampled_from(_FLAGS[command]), max_size=4, unique=True))
+    argv = [command] + [part for flag in flags for part in (flag, draw(_VALUES))]
+    # Data-free choices only (no TFDS download); ProtoNets' Omniglot from a folder that is not there.
+    return argv + (["--data-dir", "/nonexistent/omniglot"] if command == "protonets" else [])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=_command_lines())
+def test_no_traceback_reaches_the_user(argv, tmp_path_factory, capsys):
+    """Whatever the arguments: valid ones pass the dry run, others fail with one line and exit code 2."""
+    workdir = tmp_path_factory.mktemp("dry")
+    try:
+        code = main([*argv, "--dry-run", "--no-progress", "--workdir", str(workdir)])
+    except SystemExit as exit_info:  # argparse's own errors.
+        code = exit_info.code
+    err = capsys.readouterr().err.strip()
+    assert code in (0, 2), (argv, code, err)
+    if code == 2:
+        assert len(err.splitlines()) == 1 and "error:" in err, (argv, err)
+
+
+def _tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Reads TensorBoard event files (TFRecord framing: length, its CRC, an Event proto, its CRC) by hand."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_logs_as_json_lines_and_tensorboard_and_plot(tmp_path, capsys):
+    assert main([*RUNS["mmoe"], "--no-progress", "--workdir", str(tmp_path)]) == 0
+    losses = _tensorboard_scalars(tmp_path / "tensorboard")["train_task_losses/task_1"]
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [step for step, _ in losses] == [r["epoch"] for r in log] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in losses], [r["train_task_losses"]["task_1"] for r in log], rtol=1e-6)
+
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("learning_curves.png", "gate_weights.png"):
+        assert f"wrote {tmp_path / name}" in out
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_of_a_folder_without_a_run(tmp_path, capsys):
+    assert main(["plot", str(tmp_path)]) == 2
+    assert f"no metrics.jsonl in {tmp_path}" in capsys.readouterr().err
+
+
+SHARDED = {
+    "maml": ["maml", "--meta-batch", "8", "--meta-iters", "20", "--log-every", "10", "--eval-tasks", "40",
+             "--eval-chunk", "20"],
+    "mmoe": ["mmoe", "--epochs", "2", "--batch-size", "500", "--experts", "3"],
+    "continual": ["continual", "--strategy", "replay", "--buffer-size", "200", "--seeds", "4"],
+}  # fmt: skip
+
+
+def _numbers(value, prefix=""):
+    """Every number of a summary, by path, timing fields left out."""
+    if isinstance(value, dict):
+        return {k: v for key, inner in value.items() for k, v in _numbers(inner, f"{prefix}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, inner in enumerate(value) for k, v in _numbers(inner, f"{prefix}/{i}").items()}
+    return {prefix: value} if isinstance(value, float) else {}
+
+
+@pytest.mark.parametrize("run", sorted(SHARDED))
+def test_four_devices_give_the_single_device_results(run, tmp_path):
+    """The tests run with 4 forced CPU devices (conftest); float sums split over devices may round differently."""
+    import jax
+
+    assert len(jax.devices()) == 4
+    for devices in ("1", "4"):
+        assert main([*SHARDED[run], "--devices", devices, "--no-progress", "--workdir", str(tmp_path / devices)]) == 0
+    one, four = (_without_timing(json.loads((tmp_path / d / "summary.json").read_text())) for d in ("1", "4"))
+    one_numbers, four_numbers = _numbers(one), _numbers(four)
+    assert one_numbers.keys() == four_numbers.keys() and one_numbers
+    for name, value in one_numbers.items():
+        assert four_numbers[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+
+
+def test_more_devices_than_there_are_is_refused(tmp_path, capsys):
+    assert main(["maml", "--devices", "9", "--workdir", str(tmp_path)]) == 2
+    assert "devices must be between 1 and the 4 available, got 9" in capsys.readouterr().err
