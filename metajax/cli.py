@@ -43,7 +43,9 @@ def _add_run_options(parser, *, unit: str, default_every: int) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="validate the arguments and the data, then exit")
     parser.add_argument(
-        "--devices", type=_positive_int, help="local devices to split the work over (default: all of them)"
+        "--devices",
+        type=_positive_int,
+        help="local devices to split the work over (default: every accelerator; one device on a CPU)",
     )
 
 

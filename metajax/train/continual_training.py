@@ -122,7 +122,7 @@ def train_and_evaluate(
     buffers and Fisher information) and the accuracy rows so far are saved in
     ``workdir/checkpoints`` every ``checkpoint_every`` experiences; rerun with
     the same workdir and config, a run resumes from its latest checkpoint.
-    The runs are split over ``devices`` local devices (default: all);
+    The runs are split over ``devices`` local devices (default: every accelerator, one CPU);
     ``dry_run`` validates the arguments and the data, then returns without
     training.
     """

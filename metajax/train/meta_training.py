@@ -145,7 +145,7 @@ def train_and_evaluate(
     again with the same workdir and config, it resumes from the latest one
     and ends with the same results as a run never interrupted. The tasks of
     each meta-batch and of each evaluation chunk are split over ``devices``
-    local devices (default: all); ``dry_run`` validates the arguments and the
+    local devices (default: every accelerator, one CPU); ``dry_run`` validates the arguments and the
     data, then returns without training.
 
     Returns:

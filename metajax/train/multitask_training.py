@@ -88,7 +88,7 @@ def train_and_evaluate(
     parameters and the log position are saved in ``workdir/checkpoints`` every
     ``checkpoint_every`` epochs and at the end; rerun with the same workdir and
     config, a run resumes from its latest checkpoint. Each training batch is
-    split over ``devices`` local devices (default: all); ``dry_run`` validates
+    split over ``devices`` local devices (default: every accelerator, one CPU); ``dry_run`` validates
     the arguments and the data, then returns without training.
 
     Returns:

@@ -19,10 +19,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 def device_mesh(num_devices: int | None = None, axis_name: str = "batch") -> Mesh:
-    """A one-axis mesh of the first ``num_devices`` devices (default: all of them)."""
+    """A one-axis mesh of the first ``num_devices`` devices.
+
+    The default is every accelerator, or ONE device on a CPU: several CPU
+    devices (``--xla_force_host_platform_device_count``) share the same cores,
+    and splitting MAML's meta-batch over 4 of them ran at 0.2x of one device
+    (benchmarks/device_scaling.py). Ask for them explicitly to test sharding.
+    """
     devices = jax.devices()
     if num_devices is None:
-        num_devices = len(devices)
+        num_devices = 1 if devices[0].platform == "cpu" else len(devices)
     if not 1 <= num_devices <= len(devices):
         raise ValueError(f"devices must be between 1 and the {len(devices)} available, got {num_devices}")
     return Mesh(np.asarray(devices[:num_devices]), (axis_name,))
