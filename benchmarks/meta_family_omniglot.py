@@ -127,11 +127,14 @@ def main() -> None:
     if args.replot:
         plot(json.loads(RESULTS.read_text()), RESULTS.with_suffix(".png"))
         return
-    runs = [run_one(algorithm, shots, args) for shots in args.shots for algorithm in args.algorithms]
     result = {"benchmark": "few-shot learners on Omniglot under one time budget", **provenance(), "config": vars(args),
-              "runs": runs}  # fmt: skip
+              "runs": []}  # fmt: skip
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    for shots in args.shots:
+        for algorithm in args.algorithms:
+            result["runs"].append(run_one(algorithm, shots, args))
+            # After every run, so a stopped benchmark keeps what it measured.
+            RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, RESULTS.with_suffix(".png"))
     print(f"wrote {RESULTS} and {RESULTS.with_suffix('.png')}")
 
