@@ -11,7 +11,7 @@ import numpy as np
 
 from metajax.data.errors import DataError
 from metajax.train import continual_training, meta_training, multitask_training
-from metajax.train.config import ALGORITHMS, DATASETS, INNER_OPTIMIZERS, MetaLearningConfig
+from metajax.train.config import ALGORITHMS, CLASS_SPLITS, DATASETS, INNER_OPTIMIZERS, MetaLearningConfig
 from metajax.train.continual_config import (
     BUFFER_POLICIES,
     CONTINUAL_BENCHMARKS,
@@ -85,8 +85,24 @@ def _add_meta_parser(subparsers, algorithm: str) -> None:
         help="folder with Omniglot's images_background.npz and images_evaluation.npz; "
         "without it Omniglot comes from TensorFlow Datasets (needs a network the first time)",
     )
+    parser.add_argument(
+        "--split",
+        choices=CLASS_SPLITS,
+        default="background",
+        help="Omniglot's classes: background alphabets to train, evaluation alphabets to test (the default), or "
+        "1200 / 423 characters drawn at random, as the Reptile and MAML papers do (an easier test)",
+    )
     parser.add_argument("--ways", type=_positive_int, help="classes per task (N)")
     parser.add_argument("--shots", type=_positive_int, help="support examples per class (K)")
+    parser.add_argument(
+        "--also-eval-shots",
+        type=_positive_int,
+        nargs="+",
+        default=(),
+        metavar="K",
+        help="also score the trained weights at these support shots (e.g. 5 for a 1-shot run: Reptile trains "
+        "both the same way); rerun a finished workdir with it to score it again",
+    )
     parser.add_argument("--query-shots", type=_positive_int, help="query examples per class")
     parser.add_argument("--meta-batch", type=_positive_int, help="tasks per meta-step")
     if algorithm != "protonets":
@@ -261,11 +277,14 @@ def _print_meta_table(summary: dict) -> None:
     if "test_accuracy" in summary:
         # The configured mode first: it is the headline test_accuracy.
         modes = ("transductive", "non_transductive")
-        for mode in modes if config["transductive"] else modes[::-1]:
-            accuracy = (
-                f"{100 * summary[f'test_accuracy_{mode}']:.2f} +- {100 * summary[f'test_accuracy_{mode}_ci95']:.2f} %"
-            )
-            rows.append((f"test accuracy, {mode.replace('_', '-')} ({config['eval_tasks']} tasks)", accuracy))
+        by_shots = summary.get("test_accuracy_by_shots") or {
+            str(config["shots"]): {key[len("test_accuracy_") :]: value for key, value in summary.items()}
+        }
+        for shots, scores in by_shots.items():
+            for mode in modes if config["transductive"] else modes[::-1]:
+                accuracy = f"{100 * scores[mode]:.2f} +- {100 * scores[f'{mode}_ci95']:.2f} %"
+                name = f"test accuracy {shots}-shot, {mode.replace('_', '-')} ({config['eval_tasks']} tasks)"
+                rows.append((name, accuracy))
     else:
         rows.append(
             (f"test MSE ({config['eval_tasks']} tasks)", f"{summary['test_mse']:.4f} +- {summary['test_mse_ci95']:.4f}")
@@ -310,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jax.config.update("jax_debug_nans", True)
     if args.command in ALGORITHMS:
         options["algorithm"] = args.command
+        options["also_eval_shots"] = tuple(options["also_eval_shots"])
     meta = (MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table)
     config_class, runner, print_table = {
         **dict.fromkeys(ALGORITHMS, meta),

@@ -12,8 +12,10 @@ TINY_SINUSOID = ["--meta-iters", "60", "--log-every", "20", "--eval-tasks", "20"
 
 
 def test_sinusoid_default_run_writes_summary_log_and_plot(tmp_path, capsys):
-    assert main(["reptile", *TINY_SINUSOID, "--workdir", str(tmp_path)]) == 0
+    assert main(["reptile", *TINY_SINUSOID, "--also-eval-shots", "3", "--workdir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["test_mse_by_shots"]["10"]["mse"] == summary["test_mse"]
+    assert summary["test_mse_by_shots"]["3"]["mse"] > summary["test_mse"]  # Fewer points, worse fits.
     assert summary["config"]["dataset"] == "sinusoid" and summary["config"]["meta_iters"] == 60
     assert summary["meta_iters_done"] == 60
     assert summary["test_mse"] > 0 and summary["test_mse_ci95"] > 0 and summary["meta_tasks_per_second"] > 0
@@ -31,19 +33,32 @@ def test_same_seed_same_results(tmp_path):
     assert a["test_mse"] == b["test_mse"] and a["final_training_loss"] == b["final_training_loss"]
 
 
-def test_omniglot_tiny_run(omniglot_dir, tmp_path, capsys):
+def test_omniglot_tiny_run_scores_several_shots_and_rescores_a_finished_workdir(omniglot_dir, tmp_path, capsys):
     args = [
-        "reptile", "--dataset", "omniglot", "--data-dir", str(omniglot_dir), "--ways", "3", "--shots", "1",
-        "--train-shots", "2", "--meta-batch", "2", "--inner-steps", "2", "--inner-batch", "4", "--meta-iters", "4",
-        "--log-every", "2", "--eval-tasks", "8", "--eval-chunk", "4", "--eval-inner-steps", "2", "--no-progress",
-        "--workdir", str(tmp_path),
+        "reptile", "--dataset", "omniglot", "--data-dir", str(omniglot_dir), "--split", "random", "--ways", "3",
+        "--shots", "1", "--train-shots", "2", "--meta-batch", "2", "--inner-steps", "2", "--inner-batch", "4",
+        "--meta-iters", "4", "--log-every", "2", "--eval-tasks", "8", "--eval-chunk", "4", "--eval-inner-steps", "2",
+        "--no-progress", "--workdir", str(tmp_path),
     ]  # fmt: skip
-    assert main(args) == 0
+    assert main([*args, "--also-eval-shots", "3"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["split"] == "random"
     for mode in ("transductive", "non_transductive"):
         assert 0.0 <= summary[f"test_accuracy_{mode}"] <= 1.0
+        assert summary["test_accuracy_by_shots"]["1"][mode] == summary[f"test_accuracy_{mode}"]
+        assert 0.0 <= summary["test_accuracy_by_shots"]["3"][mode] <= 1.0
     assert summary["test_accuracy"] == summary["test_accuracy_non_transductive"]
-    assert "test accuracy, non-transductive (8 tasks)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test accuracy 1-shot, non-transductive (8 tasks)" in out and "test accuracy 3-shot, transductive" in out
+    log = (tmp_path / "metrics.jsonl").read_text()
+
+    # The finished run scored again at more shots: from its last checkpoint, no training.
+    assert main([*args, "--also-eval-shots", "2", "3"]) == 0
+    rescored = json.loads((tmp_path / "summary.json").read_text())
+    assert (tmp_path / "metrics.jsonl").read_text() == log
+    assert rescored["meta_iters_done"] == 4 and "resuming from the checkpoint at step 4" in capsys.readouterr().out
+    assert sorted(rescored["test_accuracy_by_shots"]) == ["1", "2", "3"]
+    assert rescored["test_accuracy_by_shots"]["3"] == summary["test_accuracy_by_shots"]["3"]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +67,8 @@ def test_omniglot_tiny_run(omniglot_dir, tmp_path, capsys):
         (["--dataset", "omniglot", "--data-dir", "/no/such/folder"], "data folder /no/such/folder does not exist"),
         (["--dataset", "omniglot", "--shots", "19", "--query-shots", "2"], "= 21, but Omniglot has only 20"),
         (["--dataset", "omniglot", "--train-shots", "25"], "train-shots = 25, but Omniglot has only 20"),
+        (["--dataset", "omniglot", "--also-eval-shots", "5", "20"], "also-eval-shots \\+ query-shots = 21, but"),
+        (["--split", "random"], "split applies to omniglot's classes; sinusoid tasks have none"),
         (["--ways", "5"], "sinusoid regression has no classes: ways must be 1"),
         (["--inner-lr", "-1"], "inner-lr must be > 0"),
     ],

@@ -47,6 +47,31 @@ def test_local_files_give_28x28_ink_banks_with_rotated_training_classes(local_di
         np.testing.assert_array_equal(banks.train[3 * k : 3 * (k + 1)], np.rot90(banks.train[:3], k, axes=(2, 3)))
 
 
+def test_random_split_pools_the_characters_and_draws_them_by_seed(local_dir):
+    background = load_omniglot(local_dir)
+    pooled = np.concatenate([background.train[:3], background.test])  # Unrotated characters.
+    banks = load_omniglot(local_dir, split="random", random_split_train_classes=3)
+    assert banks.train.shape == (4 * 3, 20, 28, 28, 1) and banks.test.shape == (2, 20, 28, 28, 1)
+    drawn = np.concatenate([banks.train[:3], banks.test])
+    # Every character exactly once, training ones rotated, test ones not.
+    assert sorted(c.tobytes() for c in drawn) == sorted(c.tobytes() for c in pooled)
+    np.testing.assert_array_equal(banks.train[3:6], np.rot90(banks.train[:3], 1, axes=(2, 3)))
+    again = load_omniglot(local_dir, split="random", random_split_train_classes=3)
+    np.testing.assert_array_equal(again.test, banks.test)
+    orders = {
+        load_omniglot(local_dir, split="random", split_seed=seed, random_split_train_classes=3).test.tobytes()
+        for seed in range(6)
+    }
+    assert len(orders) > 1, "the split seed does not change the draw"
+
+
+def test_unknown_split_and_too_few_characters_are_refused(local_dir):
+    with pytest.raises(ValueError, match="split must be one of background, random, got 'alphabet'"):
+        load_omniglot(local_dir, split="alphabet")
+    with pytest.raises(DataError, match="needs more than 1200 characters, the data has 5"):
+        load_omniglot(local_dir, split="random")
+
+
 def test_tfds_source_gives_the_same_arrays_as_local_files(local_dir, raw_splits, monkeypatch):
     """TFDS's Omniglot records are RGB PNGs with white paper; feed the same images through mocked TFDS."""
 
@@ -129,6 +154,12 @@ def test_shared_offline_copy(omniglot_dir):
     banks = load_omniglot(omniglot_dir)
     assert banks.train.shape == (964 * 4, 20, 28, 28, 1)
     assert banks.test.shape == (659, 20, 28, 28, 1)
+    paper_split = load_omniglot(omniglot_dir, split="random")
+    assert paper_split.train.shape == (1200 * 4, 20, 28, 28, 1) and paper_split.test.shape == (423, 20, 28, 28, 1)
+    # The same 1623 characters, drawn apart.
+    np.testing.assert_allclose(
+        paper_split.train[:1200].sum() + paper_split.test.sum(), banks.train[:964].sum() + banks.test.sum(), rtol=1e-5
+    )
     # Ink is the minority of pixels in every drawing.
     ink = banks.test.mean(axis=(2, 3, 4))
     assert 0.02 < ink.mean() < 0.3 and ink.min() > 0

@@ -9,8 +9,12 @@ Two sources give the same arrays:
 
 Following Reptile (Nichol et al. 2018) and MAML, images are resized to 28x28
 with ink = 1.0 and paper = 0.0, and the meta-training classes are augmented
-with rotations by 90, 180 and 270 degrees (each rotation a new class). The
-background set is meta-training, the evaluation set meta-testing.
+with rotations by 90, 180 and 270 degrees (each rotation a new class). Two
+class splits: ``"background"`` (Lake et al.'s: the 30 background alphabets'
+964 characters meta-train, the 20 evaluation alphabets' 659 meta-test, so test
+alphabets are unseen) and ``"random"`` (the Reptile and MAML papers': the 1623
+characters pooled and split at random into 1200 and 423, so most test
+characters share an alphabet with training characters, an easier test).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ EXAMPLES_PER_CLASS = 20
 RAW_SIZE = 105
 LOCAL_FILES = {"train": "images_background.npz", "test": "images_evaluation.npz"}
 TFDS_SPLITS = {"train": "train", "test": "test"}  # TFDS "train" is the background set.
+CLASS_SPLITS = ("background", "random")
+RANDOM_SPLIT_TRAIN_CLASSES = 1200  # The Reptile paper's 1200 / 423.
 
 
 class OmniglotBanks(NamedTuple):
@@ -114,21 +120,36 @@ def _load_tfds_split(split: str, tfds_data_dir: str | None) -> np.ndarray:
     return to_class_bank(ink, labels, f"TFDS omniglot/{TFDS_SPLITS[split]}")
 
 
-def load_omniglot(data_dir: str | os.PathLike | None = None, *, tfds_data_dir: str | None = None) -> OmniglotBanks:
-    """Loads Omniglot class banks: rotated background classes and evaluation classes.
+def load_omniglot(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    tfds_data_dir: str | None = None,
+    split: str = "background",
+    split_seed: int = 0,
+    random_split_train_classes: int = RANDOM_SPLIT_TRAIN_CLASSES,
+) -> OmniglotBanks:
+    """Loads Omniglot class banks: rotated meta-training classes and meta-test classes.
 
     Args:
       data_dir: folder with the two npz files; ``None`` uses TensorFlow Datasets.
       tfds_data_dir: where TFDS keeps its files (TFDS's default when ``None``).
+      split: ``"background"`` (background / evaluation alphabets) or ``"random"``
+        (1200 / 423 characters drawn at random from all 1623).
+      split_seed: the seed of the ``"random"`` split's draw.
+      random_split_train_classes: characters the ``"random"`` split meta-trains on.
 
     Returns:
-      ``OmniglotBanks(train=[964 * 4, 20, 28, 28, 1], test=[659, 20, 28, 28, 1])``.
+      ``OmniglotBanks(train=[964 * 4, 20, 28, 28, 1], test=[659, 20, 28, 28, 1])``
+      for the background split, ``train=[1200 * 4, ...], test=[423, ...]`` for the random one.
 
     Raises:
       DataError: naming the folder or file and how to fix it.
+      ValueError: for an unknown split.
     """
+    if split not in CLASS_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(CLASS_SPLITS)}, got {split!r}")
     if data_dir is None:
-        train, test = (_load_tfds_split(split, tfds_data_dir) for split in ("train", "test"))
+        train, test = (_load_tfds_split(part, tfds_data_dir) for part in ("train", "test"))
     else:
         folder = Path(data_dir).expanduser()
         if not folder.is_dir():
@@ -136,5 +157,13 @@ def load_omniglot(data_dir: str | os.PathLike | None = None, *, tfds_data_dir: s
                 f"Omniglot data folder {folder.resolve()} does not exist. Pass --data-dir with a folder "
                 f"holding {' and '.join(LOCAL_FILES.values())}, or leave it out to use TensorFlow Datasets."
             )
-        train, test = (_load_local_split(folder, split) for split in ("train", "test"))
+        train, test = (_load_local_split(folder, part) for part in ("train", "test"))
+    if split == "random":
+        pooled = np.concatenate([train, test])
+        if not 0 < random_split_train_classes < len(pooled):
+            raise DataError(
+                f"the random split needs more than {random_split_train_classes} characters, the data has {len(pooled)}"
+            )
+        order = np.random.default_rng(split_seed).permutation(len(pooled))
+        train, test = pooled[order[:random_split_train_classes]], pooled[order[random_split_train_classes:]]
     return OmniglotBanks(train=with_rotations(train), test=test)

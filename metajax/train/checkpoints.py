@@ -28,8 +28,10 @@ import orbax.checkpoint as ocp
 KILL_AFTER_SAVES_VARIABLE = "METAJAX_KILL_AFTER_CHECKPOINTS"
 
 # Fields that may change between a run and its resumption: where the data lives
-# (a resumed job may land on another machine) does not change the results.
-RESUMABLE_DIFFERENCES = ("data_dir",)
+# (a resumed job may land on another machine) does not change the results, and
+# the evaluation's size and shot counts do not change training, so a finished
+# run can be scored again on more tasks or shots from its last checkpoint.
+RESUMABLE_DIFFERENCES = ("data_dir", "eval_tasks", "eval_chunk", "also_eval_shots")
 
 
 class ConfigMismatch(ValueError):

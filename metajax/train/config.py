@@ -7,6 +7,7 @@ from typing import Literal
 
 DATASETS = ("sinusoid", "omniglot")
 INNER_OPTIMIZERS = ("adam", "sgd")
+CLASS_SPLITS = ("background", "random")
 ALGORITHMS = ("reptile", "maml", "fomaml", "anil", "meta-sgd", "protonets")
 
 # The fields each algorithm reads beyond the common ones; setting another
@@ -48,6 +49,7 @@ class MetaLearningConfig:
     algorithm: Literal["reptile", "maml", "fomaml", "anil", "meta-sgd", "protonets"] = "reptile"
     dataset: Literal["sinusoid", "omniglot"] = "sinusoid"
     data_dir: str | None = None
+    split: Literal["background", "random"] = "background"
     ways: int | None = None
     shots: int | None = None
     train_shots: int | None = None
@@ -64,6 +66,7 @@ class MetaLearningConfig:
     meta_iters: int | None = None
     eval_tasks: int | None = None
     eval_chunk: int | None = None
+    also_eval_shots: tuple[int, ...] = ()
     transductive: bool = False
     reset_inner_optimizer: bool = False
     meta_lr: float | None = None
@@ -129,6 +132,13 @@ class MetaLearningConfig:
                 f"second-order-steps must be between 0 and inner-steps = {self.inner_steps}, "
                 f"got {self.second_order_steps}"
             )
+        if self.split not in CLASS_SPLITS:
+            raise ValueError(f"split must be one of {', '.join(CLASS_SPLITS)}, got {self.split!r}")
+        if self.dataset == "sinusoid" and self.split != "background":
+            raise ValueError("split applies to omniglot's classes; sinusoid tasks have none")
+        for shots in self.also_eval_shots:
+            if not isinstance(shots, int) or shots < 1:
+                raise ValueError(f"also-eval-shots must be positive integers, got {shots!r}")
         if self.dataset == "sinusoid" and self.ways != 1:
             raise ValueError(f"sinusoid regression has no classes: ways must be 1, got {self.ways}")
         if self.dataset == "omniglot" and self.ways < 2:

@@ -34,10 +34,9 @@ def _check_against_data(config: MetaLearningConfig) -> None:
     """Fails before any heavy work when the data cannot supply the tasks asked for."""
     if config.dataset != "omniglot":
         return
-    for name, needed in (
-        ("shots + query-shots", config.shots + config.query_shots),
-        ("train-shots", config.train_shots or 0),
-    ):
+    checks = [("shots + query-shots", config.shots + config.query_shots), ("train-shots", config.train_shots or 0)]
+    checks += [("also-eval-shots + query-shots", shots + config.query_shots) for shots in config.also_eval_shots]
+    for name, needed in checks:
         if needed > EXAMPLES_PER_CLASS:
             raise ValueError(f"{name} = {needed}, but Omniglot has only {EXAMPLES_PER_CLASS} examples per class")
 
@@ -83,6 +82,9 @@ def _make_learner(config: MetaLearningConfig, apply_fn, loss_fn, transductive: b
 def build(config: MetaLearningConfig):
     """The model, an example input, the learner, and samplers ``sampler(bank) -> sample`` per split.
 
+    The test sampler takes the support shots as an optional second argument
+    (default: the config's), for scoring one trained run at several shot counts.
+
     The learner comes as ``learner(transductive) -> MetaLearner`` so that one run
     can be scored in both evaluation modes. Reptile meta-trains on support sets
     alone; the other learners need a query set in every training task.
@@ -95,13 +97,15 @@ def build(config: MetaLearningConfig):
         loss_fn = softmax_cross_entropy
         example = jnp.zeros((1, 28, 28, 1))
         train_sampler = partial(few_shot_sampler, ways=config.ways, shots=train_shots, query_shots=train_query_shots)
-        test_sampler = partial(few_shot_sampler, ways=config.ways, shots=config.shots, query_shots=config.query_shots)
+        test_sampler = lambda bank, shots=config.shots: few_shot_sampler(  # noqa: E731
+            bank, ways=config.ways, shots=shots, query_shots=config.query_shots
+        )
     else:
         model = MLP(SINUSOID_HIDDEN, 1)
         loss_fn = mean_squared_error
         example = jnp.zeros((1, 1))
         train_sampler = lambda bank: sinusoid_sampler(train_shots, train_query_shots)  # noqa: E731
-        test_sampler = lambda bank: sinusoid_sampler(config.shots, config.query_shots)  # noqa: E731
+        test_sampler = lambda bank, shots=config.shots: sinusoid_sampler(shots, config.query_shots)  # noqa: E731
 
     def learner(transductive: bool):
         return _make_learner(config, model.apply, loss_fn, transductive)
@@ -121,7 +125,7 @@ def _mode_name(transductive: bool) -> str:
 
 def load_banks(config: MetaLearningConfig) -> tuple[jax.Array, jax.Array]:
     if config.dataset == "omniglot":
-        banks = load_omniglot(config.data_dir)
+        banks = load_omniglot(config.data_dir, split=config.split)
         return jnp.asarray(banks.train), jnp.asarray(banks.test)
     # Sinusoid tasks are generated from the key alone; the bank is a placeholder.
     return jnp.zeros(()), jnp.zeros(())
@@ -161,7 +165,8 @@ def train_and_evaluate(
     train_bank, test_bank = load_banks(config)
     if config.dataset == "omniglot":  # Validates ways against the classes present.
         train_sampler(train_bank)
-        test_sampler(test_bank)
+        for shots in (config.shots, *config.also_eval_shots):
+            test_sampler(test_bank, shots)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     mesh = device_mesh(devices)
@@ -248,39 +253,48 @@ def train_and_evaluate(
         steady_seconds, steady_steps = train_seconds, config.meta_iters
 
     # Omniglot runs are scored in both batch-norm modes (the paper reports both);
-    # the configured one is the headline. Regression has no batch norm.
+    # the configured one is the headline. Regression has no batch norm. Every
+    # shot count is scored on the same trained weights.
     modes = [config.transductive, not config.transductive] if config.dataset == "omniglot" else [config.transductive]
-    scores = {}
-    for transductive in modes:
-        evaluate_chunk = jax.jit(
-            sample_and_evaluate(
-                make_learner(transductive).evaluate,
-                test_sampler(test_bank),
-                config.eval_chunk,
-                place=lambda tasks: shard_leading_axis(tasks, mesh),
+    scores: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    for shots in dict.fromkeys((config.shots, *config.also_eval_shots)):
+        scores[shots] = {}
+        for transductive in modes:
+            evaluate_chunk = jax.jit(
+                sample_and_evaluate(
+                    make_learner(transductive).evaluate,
+                    test_sampler(test_bank, shots),
+                    config.eval_chunk,
+                    place=lambda tasks: shard_leading_axis(tasks, mesh),
+                )
             )
-        )
-        mode = _mode_name(transductive)
-        eval_bar = tqdm(total=config.eval_tasks, desc=f"evaluating ({mode})", unit="task", disable=not show_progress)
-        # The same key in both modes: the same test tasks and inner mini-batches.
-        scores[mode] = evaluate_tasks(
-            lambda k, evaluate_chunk=evaluate_chunk: evaluate_chunk(state, k),
-            key=eval_key,
-            num_tasks=config.eval_tasks,
-            chunk_size=config.eval_chunk,
-            progress=eval_bar.update,
-        )
-        eval_bar.close()
-    headline = scores[_mode_name(config.transductive)]
-    for mode, mode_scores in scores.items():
-        mode = mode.replace("_", "-")
-        diverged = int(np.sum(~np.isfinite(mode_scores["loss"])))
-        if diverged:
-            raise TrainingDiverged(
-                f"evaluation{f' ({mode})' if len(scores) > 1 else ''}: the query loss is not finite on {diverged} of "
-                f"{config.eval_tasks} test tasks, so adaptation diverged; try fewer --eval-inner-steps or a "
-                "smaller --inner-lr"
+            mode = _mode_name(transductive)
+            eval_bar = tqdm(
+                total=config.eval_tasks,
+                desc=f"evaluating {shots}-shot ({mode})",
+                unit="task",
+                disable=not show_progress,
             )
+            # The same key in every mode: the same test classes and inner mini-batches.
+            scores[shots][mode] = evaluate_tasks(
+                lambda k, evaluate_chunk=evaluate_chunk: evaluate_chunk(state, k),
+                key=eval_key,
+                num_tasks=config.eval_tasks,
+                chunk_size=config.eval_chunk,
+                progress=eval_bar.update,
+            )
+            eval_bar.close()
+    headline = scores[config.shots][_mode_name(config.transductive)]
+    for shots, shot_scores in scores.items():
+        for mode, mode_scores in shot_scores.items():
+            diverged = int(np.sum(~np.isfinite(mode_scores["loss"])))
+            if diverged:
+                where = f"{shots}-shot{', ' + mode.replace('_', '-') if len(shot_scores) > 1 else ''}"
+                raise TrainingDiverged(
+                    f"evaluation ({where}): the query loss is not finite on {diverged} of "
+                    f"{config.eval_tasks} test tasks, so adaptation diverged; try fewer --eval-inner-steps or a "
+                    "smaller --inner-lr"
+                )
 
     summary: dict[str, Any] = {
         "algorithm": config.algorithm,
@@ -292,12 +306,23 @@ def train_and_evaluate(
     }
     if config.dataset == "omniglot":
         summary["test_accuracy"], summary["test_accuracy_ci95"] = mean_and_ci95(headline["accuracy"])
-        for mode, mode_scores in scores.items():
+        for mode, mode_scores in scores[config.shots].items():
             summary[f"test_accuracy_{mode}"], summary[f"test_accuracy_{mode}_ci95"] = mean_and_ci95(
                 mode_scores["accuracy"]
             )
+        if config.also_eval_shots:
+            summary["test_accuracy_by_shots"] = {str(shots): {} for shots in scores}
+            for shots, shot_scores in scores.items():
+                for mode, mode_scores in shot_scores.items():
+                    accuracy, ci95 = mean_and_ci95(mode_scores["accuracy"])
+                    summary["test_accuracy_by_shots"][str(shots)].update({mode: accuracy, f"{mode}_ci95": ci95})
     else:
         summary["test_mse"], summary["test_mse_ci95"] = mean_and_ci95(headline["loss"])
+        if config.also_eval_shots:
+            summary["test_mse_by_shots"] = {}
+            for shots, shot_scores in scores.items():
+                mse, ci95 = mean_and_ci95(shot_scores[_mode_name(config.transductive)]["loss"])
+                summary["test_mse_by_shots"][str(shots)] = {"mse": mse, "mse_ci95": ci95}
         summary["plot"] = str(_plot_sinusoid_fits(model, learner, state, config, workdir / "sinusoid_fits.png"))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
