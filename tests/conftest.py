@@ -39,6 +39,12 @@ def _offline_copy(folder_name: str, marker_file: str, dataset: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The offline copy's folder, with its SHA256SUMS list."""
+    return _offline_copy(".", "SHA256SUMS", "data list")
+
+
+@pytest.fixture(scope="session")
 def omniglot_dir() -> Path:
     return _offline_copy("omniglot", "images_background.npz", "Omniglot")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metajax.data.checksums import verify_checksum
 from metajax.data.errors import DataError
 from metajax.data.multitask import MultiTaskBatch, MultiTaskDataset
 
@@ -72,6 +73,7 @@ def parse_census_rows(lines: Iterable[str], source: str = "census-income") -> li
 
 
 def _read_rows(path: Path) -> list[list[str]]:
+    verify_checksum(path)
     try:
         with gzip.open(path, "rb") as compressed:
             text = io.TextIOWrapper(compressed, encoding="latin-1")

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from metajax.data.checksums import verify_checksum
 from metajax.data.errors import DataError
 from metajax.data.tfds_source import tfds_records
 
@@ -39,6 +40,7 @@ def _load_local(folder: Path) -> MnistSplits:
             "(x_train uint8 [60000, 28, 28], y_train, x_test, y_test), or leave --data-dir out on a machine "
             "with a network to download MNIST with TensorFlow Datasets."
         )
+    verify_checksum(path)
     try:
         with np.load(path) as npz:
             arrays = {name: npz[name] for name in ARRAYS}

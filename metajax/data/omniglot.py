@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metajax.data.checksums import verify_checksum
 from metajax.data.errors import DataError
 from metajax.data.tfds_source import tfds_records
 
@@ -81,6 +82,7 @@ def with_rotations(bank: np.ndarray) -> np.ndarray:
 
 def _load_local_split(data_dir: Path, split: str) -> np.ndarray:
     path = data_dir / LOCAL_FILES[split]
+    verify_checksum(path)
     try:
         with np.load(path) as npz:
             images, labels = npz["images"], npz["labels"]
