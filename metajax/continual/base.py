@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import check_array
+
 
 class ContinualBatch(NamedTuple):
     """Training examples: ``x [b, features]``, ``y [b]``, ``logit_mask [b, outputs]`` (the head each
@@ -36,7 +38,18 @@ class Experience(NamedTuple):
 
 
 def masked_cross_entropy(logits: jax.Array, labels: jax.Array, logit_mask: jax.Array, weight: jax.Array) -> jax.Array:
-    """Softmax cross-entropy over each row's allowed outputs, weighted mean over rows."""
+    """Softmax cross-entropy over each row's allowed outputs, weighted mean over rows.
+
+    ``logits [b, outputs]``, integer ``labels [b]``, ``logit_mask [b, outputs]``
+    or ``[outputs]`` (True where an output may be predicted), ``weight [b]``.
+    """
+    batch, outputs = check_array("logits", logits, (None, None), "[b, outputs]", dtype="floating")
+    check_array("labels", labels, (batch,), "[b]", dtype="integer")
+    if jnp.ndim(logit_mask) == 1:
+        check_array("logit_mask", logit_mask, (outputs,), "[outputs]")
+    else:
+        check_array("logit_mask", logit_mask, (batch, outputs), "[b, outputs] or [outputs]")
+    check_array("weight", weight, (batch,), "[b]")
     logits = jnp.where(logit_mask, logits, -1e9)
     log_probs = jax.nn.log_softmax(logits)
     nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]

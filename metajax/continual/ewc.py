@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import check_array
 from metajax.continual.base import Strategy, masked_cross_entropy
 
 
@@ -41,7 +42,10 @@ def diagonal_fisher(
     1024 examples: 0.09 s with chunks of 1 against 3.3 s with chunks of 8),
     and 64 on accelerators.
     """
-    n = x.shape[0]
+    n, *_ = check_array("x", x, (None, ...), "[examples, *features]")
+    check_array("y", y, (n,), "[examples]", dtype="integer")
+    if jnp.ndim(logit_mask) != 1:
+        check_array("logit_mask", logit_mask, (n, None), "[examples, outputs] or [outputs]")
     if chunk_size is None:
         chunk_size = 1 if jax.default_backend() == "cpu" else 64
     chunk_size = min(chunk_size, n)

@@ -4,6 +4,8 @@ from typing import NamedTuple
 
 import jax
 
+from metajax.array_checks import check_array
+
 
 class TaskBatch(NamedTuple):
     """A batch of few-shot tasks with a leading task axis.
@@ -53,3 +55,13 @@ def check_task_batch(tasks: TaskBatch, name: str = "tasks") -> None:
         )
     if query_y[:2] != query_x[:2] or query_y[2:] != support_y[2:]:
         raise ValueError(f"{name}.query_y must have shape {query_x[:2] + support_y[2:]}, got shape {query_y}")
+
+
+def check_support_set(support_x: jax.Array, support_y: jax.Array) -> None:
+    """Checks ONE task's support set: ``support_x [support_size, *example_shape]``, ``support_y [support_size, ...]``.
+
+    Raises:
+      ValueError: naming the argument, the expected and the actual shape.
+    """
+    x_shape = check_array("support_x", support_x, (None, None, ...), "[support_size, *example_shape]")
+    check_array("support_y", support_y, (x_shape[0], ...), "[support_size, ...]")

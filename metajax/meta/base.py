@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metajax.array_checks import check_array, check_same_shape
+
 Params = Any  # A pytree of arrays.
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -54,11 +56,14 @@ class MetaLearner(NamedTuple):
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy of ``[batch, classes]`` logits against ``[batch]`` int labels."""
+    batch, _ = check_array("logits", logits, (None, None), "[batch, classes]", dtype="floating")
+    check_array("labels", labels, (batch,), "[batch]", dtype="integer")
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean squared error over all elements."""
+    """Mean squared error over all elements of same-shaped ``predictions`` and ``targets``."""
+    check_same_shape(("predictions", "targets"), predictions, targets)
     return jnp.mean(jnp.square(predictions - targets))
 
 

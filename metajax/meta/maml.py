@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.data.tasks import TaskBatch, check_task_batch
+from metajax.array_checks import check_key
+from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
 from metajax.meta.base import ApplyFn, LossFn, MetaLearner, MetaState, Params, predict_queries, task_scores
 from metajax.meta.inner_loop import make_gradient_descent_adapt
 
@@ -156,6 +157,7 @@ def gradient_meta_learner(
 
     def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
         del key  # Full-batch steps: nothing random.
+        check_support_set(support_x, support_y)
         return eval_adapt(state.params, inner_rates(state), support_x, support_y)[0]
 
     def evaluate_one(state, support_x, support_y, query_x, query_y, key):
@@ -165,6 +167,7 @@ def gradient_meta_learner(
 
     def evaluate(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
         check_task_batch(tasks)
+        check_key("key", key)
         task_keys = jax.random.split(key, tasks.num_tasks)
         return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0, 0))(state, *tasks, task_keys)
 

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.data.tasks import TaskBatch, check_task_batch
+from metajax.array_checks import check_array
+from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
 from metajax.meta.base import (
     ApplyFn,
     MetaLearner,
@@ -25,6 +26,8 @@ from metajax.meta.base import (
 
 def prototypes(embeddings: jax.Array, labels: jax.Array, ways: int) -> jax.Array:
     """``[ways, dim]`` class means of ``[n, dim]`` embeddings with ``[n]`` labels in ``[0, ways)``."""
+    n, _ = check_array("embeddings", embeddings, (None, None), "[n, dim]", dtype="floating")
+    check_array("labels", labels, (n,), "[n]", dtype="integer")
     one_hot = jax.nn.one_hot(labels, ways, dtype=embeddings.dtype)
     counts = one_hot.sum(axis=0)
     # A class absent from the support set has no prototype; dividing by 1
@@ -34,6 +37,8 @@ def prototypes(embeddings: jax.Array, labels: jax.Array, ways: int) -> jax.Array
 
 def prototype_logits(query_embeddings: jax.Array, class_prototypes: jax.Array) -> jax.Array:
     """``[queries, ways]`` negative squared Euclidean distances."""
+    _, dim = check_array("class_prototypes", class_prototypes, (None, None), "[ways, dim]", dtype="floating")
+    check_array("query_embeddings", query_embeddings, (None, dim), "[queries, dim]", dtype="floating")
     differences = query_embeddings[:, None, :] - class_prototypes[None, :, :]
     return -jnp.sum(jnp.square(differences), axis=-1)
 
@@ -98,7 +103,8 @@ def protonets(
         ), metrics
 
     def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
-        del support_x, support_y, key
+        del key
+        check_support_set(support_x, support_y)  # Unused, but a wrong call is still an error.
         return state.params
 
     def evaluate_one(params, support_x, support_y, query_x, query_y):

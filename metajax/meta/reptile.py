@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.data.tasks import TaskBatch, check_task_batch
+from metajax.array_checks import check_key
+from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
 from metajax.meta.base import ApplyFn, LossFn, MetaLearner, MetaState, Params, predict_queries, task_scores
 from metajax.meta.inner_loop import make_adapt, mean_over_tasks
 
@@ -100,6 +101,7 @@ def reptile(
 
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
         check_task_batch(tasks)
+        check_key("key", key)
         task_keys = jax.random.split(key, tasks.num_tasks)
         inner_start = starting_inner_state(state)
         adapted, inner_states, losses = jax.vmap(lambda x, y, k: train_adapt(state.params, inner_start, x, y, key=k))(
@@ -121,6 +123,8 @@ def reptile(
         return new_state, metrics
 
     def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
+        check_support_set(support_x, support_y)
+        check_key("key", key)
         return eval_adapt(state.params, starting_inner_state(state), support_x, support_y, key=key)[0]
 
     def evaluate_one(state, support_x, support_y, query_x, query_y, key):
@@ -131,6 +135,7 @@ def reptile(
 
     def evaluate(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
         check_task_batch(tasks)
+        check_key("key", key)
         task_keys = jax.random.split(key, tasks.num_tasks)
         return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0, 0))(state, *tasks, task_keys)
 

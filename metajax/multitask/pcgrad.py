@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from metajax.array_checks import check_array, check_key
+
 
 def project_conflicting(task_gradients: jax.Array, *, key: jax.Array) -> jax.Array:
     """PCGrad on flat gradients: ``[tasks, parameters] -> [parameters]``.
@@ -17,7 +19,8 @@ def project_conflicting(task_gradients: jax.Array, *, key: jax.Array) -> jax.Arr
     conflicts with the original g_j (negative dot product) g_i loses its
     component along g_j; the projected gradients are summed.
     """
-    num_tasks = task_gradients.shape[0]
+    num_tasks, _ = check_array("task_gradients", task_gradients, (None, None), "[tasks, parameters]", dtype="floating")
+    check_key("key", key)
 
     def project_one(task, order_key):
         def project(gradient, other):
