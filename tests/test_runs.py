@@ -117,11 +117,14 @@ def test_divergence_names_the_step_and_exits_non_zero(tmp_path, capsys):
 # Values a user might type, valid or not.
 _VALUES = st.one_of(
     st.integers(min_value=-3, max_value=50).map(str),
-    st.sampled_from(["0", "-1", "1e9", "nan", "inf", "abc", "", "1.5", "sgd", "ple", "class-il", "replay", "mmoe"]),
+    st.sampled_from(
+        ["0", "-1", "1e9", "nan", "inf", "abc", "", "1.5", "sgd", "ple", "class-il", "replay", "mmoe", "random"]
+    ),
 )
 _FLAGS = {
     "reptile": ["--ways", "--shots", "--query-shots", "--meta-batch", "--inner-steps", "--inner-lr", "--meta-iters",
-                "--eval-tasks", "--inner-optimizer", "--meta-step-size", "--checkpoint-every"],
+                "--eval-tasks", "--inner-optimizer", "--meta-step-size", "--checkpoint-every", "--split",
+                "--also-eval-shots"],
     "maml": ["--ways", "--shots", "--inner-steps", "--second-order-steps", "--meta-lr", "--eval-inner-steps",
              "--meta-batch", "--devices"],
     "protonets": ["--ways", "--shots", "--query-shots", "--meta-lr"],
