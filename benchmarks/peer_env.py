@@ -114,6 +114,36 @@ def ensure_learn2learn_venv(path: Path = LEARN2LEARN_VENV) -> Path:
     return python
 
 
+AVALANCHE_VENV = BENCH_DIR / ".venv-avalanche"
+AVALANCHE_VERSION = "0.6.0"
+
+
+def ensure_avalanche_venv(path: Path = AVALANCHE_VENV) -> Path:
+    """Create (if needed) a venv at ``path`` where ``import avalanche`` (0.6.0) works; return its python.
+
+    avalanche-lib pulls the newest torchvision, whose wheels on the package
+    index are CUDA builds that fail to load beside the CPU torch ("operator
+    torchvision::nms does not exist"); torchvision 0.15.2 installed over it
+    without dependencies imports (lacking only its C ops, which the MLP
+    strategies never call), as for learn2learn above.
+    """
+    python = _venv_python(path)
+    probe = "import warnings; warnings.simplefilter('ignore'); import avalanche, torch"
+    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
+        return python
+    venv.EnvBuilder(with_pip=True, clear=path.exists()).create(path)
+
+    def pip(*args: str) -> None:
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], check=True)
+
+    pip(f"torch=={TORCH_VERSION}", "numpy")
+    pip(f"avalanche-lib=={AVALANCHE_VERSION}", f"torch=={TORCH_VERSION}")
+    pip("--no-deps", "--force-reinstall", "torchvision==0.15.2")
+    if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
+        raise RuntimeError(f"{python} still cannot import avalanche after the install")
+    return python
+
+
 def torch_python(venv_path: Path = DEFAULT_VENV, prefer_current: bool = False) -> Path:
     """Interpreter to run the peer with.
 

@@ -1,0 +1,133 @@
+"""Continual learning side by side with Avalanche: wall time of a whole stream and final accuracy.
+
+Both libraries train the same MLP (2 x 400, ReLU), with Adam 1e-3, one epoch
+per experience, on the same examples (metajax builds the stream; Avalanche
+reads it from a file), and score every experience's test set after each
+experience. Strategies: naive fine-tuning, experience replay (1000 examples)
+and EWC (lambda 1000, a separate penalty per experience). The wall time is
+what a user waits for: training and the evaluations after every experience,
+metajax's compilation (and its final checkpoint) included. Avalanche runs in
+its own virtual environment (``peer_env.ensure_avalanche_venv``), with as many
+torch threads as this machine has cores; the two never run at the same time.
+
+The two EWCs estimate the Fisher differently, each as its library does:
+Avalanche squares mini-batch gradients over the whole experience, metajax
+squares per-example gradients of 1024 examples. Replay: Avalanche's
+experience-balanced buffer adds a mini-batch from memory to every step;
+metajax's reservoir buffer does the same.
+
+Beside the naive run at batch 128 the script prints the training FLOP/s it
+reaches against a plain jitted matmul with the MLP's largest shape.
+
+    python benchmarks/continual_vs_avalanche.py --data-dir ../shared/data/mnist
+
+Writes ``benchmarks/results/continual_vs_avalanche_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from continual_cost import matmul_flops
+from peer_env import ensure_avalanche_venv, run_peer
+from run_record import provenance
+
+from metajax.train.continual_config import ContinualConfig
+from metajax.train.continual_training import build_stream, train_and_evaluate
+
+BENCH_DIR = Path(__file__).resolve().parent
+PEER = BENCH_DIR / "avalanche_continual.py"
+FLOPS_PER_EXAMPLE = 6 * (784 * 400 + 400 * 400 + 400 * 10)  # Training: 3 x 2 x forward multiply-adds.
+
+
+def write_stream(config: ContinualConfig, path: Path) -> int:
+    """Saves the stream metajax trains on for the peer; returns its training examples."""
+    stream = build_stream(config.resolved())
+    arrays = {"experiences": stream.num_experiences, "outputs": stream.num_outputs}
+    for e in range(stream.num_experiences):
+        arrays[f"train_x_{e}"], arrays[f"train_y_{e}"] = stream.train_x[e], stream.train_y[e]
+        rows = stream.test_mask[e]
+        arrays[f"test_x_{e}"], arrays[f"test_y_{e}"] = stream.test_x[e][rows], stream.test_y[e][rows]
+    np.savez(path, **arrays)
+    return int(stream.train_x.shape[0] * stream.train_x.shape[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True, help="folder with mnist.npz")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["split-mnist:128", "permuted-mnist:128", "split-mnist:10"],
+        help="benchmark:batch-size pairs",
+    )
+    parser.add_argument("--strategies", nargs="+", default=["naive", "replay", "ewc"])
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    python = ensure_avalanche_venv()
+    threads = os.cpu_count() or 1
+    rows = []
+    print(f"{'case':>20} {'strategy':>8} {'Avalanche s':>11} {'metajax s':>9} {'speed-up':>8}  final accuracy Av / mj")
+    with tempfile.TemporaryDirectory() as scratch:
+        for case in args.cases:
+            benchmark, batch_size = case.split(":")
+            batch_size = int(batch_size)
+            base = ContinualConfig(
+                benchmark=benchmark, data_dir=args.data_dir, batch_size=batch_size, epochs=1, buffer_size=1000,
+                ewc_lambda=1000.0, seeds=1,
+            )  # fmt: skip
+            stream_path = Path(scratch) / f"{benchmark}.npz"
+            examples = write_stream(base, stream_path)
+            for strategy in args.strategies:
+                peer = run_peer(
+                    python,
+                    ["--stream", str(stream_path), "--strategy", strategy, "--batch-size", str(batch_size),
+                     "--buffer-size", "1000", "--ewc-lambda", "1000", "--threads", str(threads)],
+                    script=PEER,
+                )  # fmt: skip
+                config = ContinualConfig(**{**base.__dict__, "strategy": strategy})
+                ours = train_and_evaluate(
+                    config, Path(scratch) / f"{case}-{strategy}", show_progress=False, checkpoint_every=10**6
+                )
+                row = {
+                    "benchmark": benchmark,
+                    "scenario": ours["config"]["scenario"],
+                    "batch_size": batch_size,
+                    "strategy": strategy,
+                    "train_examples": examples,
+                    "avalanche_seconds": peer["seconds"],
+                    "metajax_seconds": ours["train_seconds"],
+                    "speedup": peer["seconds"] / ours["train_seconds"],
+                    "avalanche_final_accuracy": peer["final_average_accuracy"],
+                    "metajax_final_accuracy": ours["final_average_accuracy"]["mean"],
+                    "avalanche_accuracy_matrix": peer["accuracy_matrix"],
+                    "metajax_accuracy_matrix": ours["accuracy_matrix"],
+                    "torch": peer["torch"],
+                    "torch_threads": peer["threads"],
+                }
+                if strategy == "naive":
+                    row["metajax_naive_gflops_per_second"] = examples * FLOPS_PER_EXAMPLE / ours["train_seconds"] / 1e9
+                    row["matmul_gflops_per_second"] = matmul_flops(batch_size, examples // batch_size) / 1e9
+                rows.append(row)
+                line = f"{case:>20} {strategy:>8} {peer['seconds']:>11.2f} {ours['train_seconds']:>9.2f}"
+                line += f" {row['speedup']:>7.2f}x  {row['avalanche_final_accuracy']:.4f} / "
+                line += f"{row['metajax_final_accuracy']:.4f}"
+                if strategy == "naive":
+                    line += (
+                        f"   metajax naive {row['metajax_naive_gflops_per_second']:.1f} GFLOP/s (evaluation and "
+                        f"compilation included), matmul {row['matmul_gflops_per_second']:.1f}"
+                    )
+                print(line, flush=True)
+    output = args.output or BENCH_DIR / "results" / f"continual_vs_avalanche_{jax.default_backend()}.json"
+    output.write_text(json.dumps({**provenance(), "rows": rows}, indent=1) + "\n")
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
