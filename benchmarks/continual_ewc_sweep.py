@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--fisher-samples", type=int, default=1024)
     parser.add_argument("--mode", default="separate", choices=("separate", "online"))
+    parser.add_argument("--reset-optimizer", action="store_true", help="a fresh Adam state for every experience")
     parser.add_argument(
         "--output", default=str(Path(__file__).resolve().parent / "results" / "continual_ewc_sweep.json")
     )
@@ -48,7 +49,12 @@ def main() -> None:
     model = MLP((400, 400), stream.num_outputs)
     strategy = ewc(model.apply, ewc_lambda=1.0, mode=args.mode, fisher_samples=args.fisher_samples)
     learner = continual_learner(
-        model.apply, strategy, optax.adam(args.learning_rate), epochs=args.epochs, batch_size=args.batch_size
+        model.apply,
+        strategy,
+        optax.adam(args.learning_rate),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        reset_optimizer=args.reset_optimizer,
     )
     strengths = jnp.repeat(jnp.asarray(args.lambdas), args.seeds)
     seeds = jnp.tile(jnp.arange(args.seeds), len(args.lambdas))

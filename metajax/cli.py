@@ -215,6 +215,11 @@ def _add_continual_parser(subparsers) -> None:
         "--hidden", type=lambda t: tuple(int(w) for w in t.split(",")), default=(400, 400), help="MLP widths"
     )
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument(
+        "--reset-optimizer",
+        action="store_true",
+        help="start every experience from a fresh Adam state (by default it carries over, as in Avalanche 0.6)",
+    )
     parser.add_argument("--epochs", type=int, default=1, help="epochs per experience")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=1, help="independent runs, trained together (vmapped)")

@@ -154,10 +154,12 @@ def test_sample_is_weightless_while_the_buffer_is_empty():
     assert x.shape == (4, 2) and float(weight.sum()) == 0.0
 
 
-def _reference_naive_run(params, experiences, key, optimizer):
+def _reference_naive_run(params, experiences, key, optimizer, reset_optimizer):
     """Plain SGD over the same shuffled batches the learner draws, one Python step at a time."""
+    opt_state = optimizer.init(params)
     for experience, exp_key in zip(experiences, jax.random.split(key, len(experiences)), strict=True):
-        opt_state = optimizer.init(params)
+        if reset_optimizer:
+            opt_state = optimizer.init(params)
         order_key, _, _ = jax.random.split(exp_key, 3)
         rows = np.asarray(jax.random.permutation(jax.random.split(order_key, 1)[0], N))[: (N // BATCH) * BATCH]
         for batch_rows in rows.reshape(-1, BATCH):
@@ -175,17 +177,20 @@ def _reference_naive_run(params, experiences, key, optimizer):
     return params
 
 
+@pytest.mark.parametrize("reset_optimizer", [False, True], ids=["carried-state", "reset-state"])
 @pytest.mark.parametrize("jit", [True, False])
-def test_naive_learner_equals_plain_sgd_over_the_same_batches(jit):
+def test_naive_learner_equals_plain_sgd_over_the_same_batches(jit, reset_optimizer):
     optimizer = optax.sgd(0.1, momentum=0.5)
-    learner = continual_learner(MODEL.apply, naive(), optimizer, epochs=1, batch_size=BATCH)
+    learner = continual_learner(
+        MODEL.apply, naive(), optimizer, epochs=1, batch_size=BATCH, reset_optimizer=reset_optimizer
+    )
     train = jax.jit(learner.train_experience) if jit else learner.train_experience
     experiences = [_experience(i) for i in range(2)]
     key = jax.random.key(3)
     state = learner.init(_params())
     for experience, exp_key in zip(experiences, jax.random.split(key, 2), strict=True):
         state, metrics = train(state, experience, key=exp_key)
-    expected = _reference_naive_run(_params(), experiences, key, optimizer)
+    expected = _reference_naive_run(_params(), experiences, key, optimizer, reset_optimizer)
     chex.assert_trees_all_close(state.params, expected, rtol=RTOL, atol=ATOL)
     assert int(state.experiences_done) == 2 and np.isfinite(metrics["loss"])
 

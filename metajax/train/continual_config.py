@@ -26,6 +26,7 @@ class ContinualConfig:
     Gaussian classes in 64 dimensions, split like Split MNIST.
     ``split-omniglot`` takes ``experiences`` groups of 10 characters of
     Omniglot's evaluation set (``data_dir`` is then the Omniglot folder).
+    Adam's state carries over between experiences unless ``reset_optimizer``.
     """
 
     benchmark: str = "split-gaussian"
@@ -43,6 +44,7 @@ class ContinualConfig:
     lwf_temperature: float = 2.0
     hidden: tuple[int, ...] = (400, 400)
     learning_rate: float = 1e-3
+    reset_optimizer: bool = False
     epochs: int = 1
     batch_size: int = 128
     seeds: int = 1

@@ -137,7 +137,12 @@ def train_and_evaluate(
     if any(e.x.shape[0] < config.batch_size for e in experiences):
         raise ValueError(f"batch-size {config.batch_size} is larger than an experience ({experiences[0].x.shape[0]})")
     learner = continual_learner(
-        model.apply, strategy, optax.adam(config.learning_rate), epochs=config.epochs, batch_size=config.batch_size
+        model.apply,
+        strategy,
+        optax.adam(config.learning_rate),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        reset_optimizer=config.reset_optimizer,
     )
     test = tuple(jnp.asarray(a) for a in (stream.test_x, stream.test_y, stream.test_mask, stream.logit_mask))
 
