@@ -26,13 +26,19 @@ def test_default_run_writes_summary_log_and_heat_map(tmp_path, capsys):
 
 
 def test_naive_class_il_forgets_and_joint_does_not(tmp_path):
-    for strategy in ("naive", "joint"):
-        args = ["continual", "--strategy", strategy, "--no-progress", "--workdir", str(tmp_path / strategy)]
-        assert main(args) == 0
-    naive = json.loads((tmp_path / "naive" / "summary.json").read_text())
-    joint = json.loads((tmp_path / "joint" / "summary.json").read_text())
-    assert naive["final_average_accuracy"]["mean"] < 0.3 and naive["forgetting"]["mean"] > 0.8
+    runs = {"naive": ["--strategy", "naive"], "joint": ["--strategy", "joint"],
+            "naive-reset": ["--strategy", "naive", "--reset-optimizer"]}  # fmt: skip
+    summaries = {}
+    for name, options in runs.items():
+        assert main(["continual", *options, "--no-progress", "--workdir", str(tmp_path / name)]) == 0
+        summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    naive, joint, reset = (summaries[name] for name in ("naive", "joint", "naive-reset"))
     assert joint["final_average_accuracy"]["mean"] > 0.9 and joint["forgetting"] is None
+    # With a fresh Adam per experience, naive class-IL keeps only the last experience (the classic 1/5).
+    assert reset["final_average_accuracy"]["mean"] < 0.3 and reset["forgetting"]["mean"] > 0.8
+    # Adam's carried state slows the overwriting (a few steps per experience here), but it still forgets.
+    assert naive["forgetting"]["mean"] > 0.2
+    assert naive["final_average_accuracy"]["mean"] < joint["final_average_accuracy"]["mean"] - 0.4
 
 
 @pytest.mark.parametrize(
