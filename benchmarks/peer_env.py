@@ -69,6 +69,21 @@ def ensure_torch_venv(path: Path = DEFAULT_VENV) -> Path:
 LEARN2LEARN_VENV = BENCH_DIR / ".venv-learn2learn"
 
 
+def _imports(python: Path, modules: str) -> bool:
+    """True if ``python`` exists and imports ``modules`` (warnings silenced: torchvision's are expected)."""
+    probe = f"import warnings; warnings.simplefilter('ignore'); import {modules}"
+    return python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
+
+
+def _pip_installer(python: Path):
+    """``pip(*args)`` installing into the venv of ``python``, quietly, failing loudly."""
+
+    def pip(*args: str) -> None:
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], check=True)
+
+    return pip
+
+
 def ensure_learn2learn_venv(path: Path = LEARN2LEARN_VENV) -> Path:
     """Create (if needed) a venv at ``path`` where ``import learn2learn`` (0.2.0) works; return its python.
 
@@ -83,13 +98,10 @@ def ensure_learn2learn_venv(path: Path = LEARN2LEARN_VENV) -> Path:
     their C ops, which MAML never calls.
     """
     python = _venv_python(path)
-    probe = "import warnings; warnings.simplefilter('ignore'); import learn2learn, torch"
-    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
+    if _imports(python, "learn2learn, torch"):
         return python
     venv.EnvBuilder(with_pip=True, clear=path.exists()).create(path)
-
-    def pip(*args: str) -> None:
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], check=True)
+    pip = _pip_installer(python)
 
     pip(f"torch=={TORCH_VERSION}", "numpy", "cython<3", "setuptools", "wheel", "requests", "scipy", "tqdm", "gym",
         "pillow")  # fmt: skip
@@ -109,7 +121,7 @@ def ensure_learn2learn_venv(path: Path = LEARN2LEARN_VENV) -> Path:
         for pyx in sorted((source / "learn2learn" / "data").glob("*.pyx")):
             subprocess.run([str(python), "-m", "cython", "-3", str(pyx)], check=True, capture_output=True)
         pip("--no-build-isolation", "--no-deps", str(source))
-    if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
+    if not _imports(python, "learn2learn, torch"):
         raise RuntimeError(f"{python} still cannot import learn2learn after the install")
     return python
 
@@ -128,18 +140,15 @@ def ensure_avalanche_venv(path: Path = AVALANCHE_VENV) -> Path:
     strategies never call), as for learn2learn above.
     """
     python = _venv_python(path)
-    probe = "import warnings; warnings.simplefilter('ignore'); import avalanche, torch"
-    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
+    if _imports(python, "avalanche, torch"):
         return python
     venv.EnvBuilder(with_pip=True, clear=path.exists()).create(path)
-
-    def pip(*args: str) -> None:
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], check=True)
+    pip = _pip_installer(python)
 
     pip(f"torch=={TORCH_VERSION}", "numpy")
     pip(f"avalanche-lib=={AVALANCHE_VERSION}", f"torch=={TORCH_VERSION}")
     pip("--no-deps", "--force-reinstall", "torchvision==0.15.2")
-    if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
+    if not _imports(python, "avalanche, torch"):
         raise RuntimeError(f"{python} still cannot import avalanche after the install")
     return python
 
