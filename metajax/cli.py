@@ -299,10 +299,30 @@ def _print_meta_table(summary: dict) -> None:
         print(f"{name:<{width}}  {value}")
 
 
+def _start_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Joins a multi-host run (``jax.distributed``) before any JAX computation, if asked to."""
+    given = [args.coordinator is not None, args.num_processes is not None, args.process_id is not None]
+    if not any(given):
+        return
+    if not all(given):
+        parser.error("--coordinator, --num-processes and --process-id go together")
+    if not 0 <= args.process_id < args.num_processes:
+        parser.error(f"--process-id must be between 0 and {args.num_processes - 1}, got {args.process_id}")
+    import jax
+
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _OneLineErrorParser(
         prog="metajax", description="Meta-learning, multi-task and continual learning in pure JAX."
     )
+    distributed = parser.add_argument_group(
+        "several hosts", "run one process per host, each with the same command and its own --process-id"
+    )
+    distributed.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, for jax.distributed")
+    distributed.add_argument("--num-processes", type=_positive_int, help="processes in the run (with --coordinator)")
+    distributed.add_argument("--process-id", type=int, help="this process's index, 0 to num-processes - 1")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
     for algorithm in ALGORITHMS:
         _add_meta_parser(subparsers, algorithm)
@@ -313,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     plot_parser.add_argument("workdir", help="the --workdir of a metajax run")
     args = parser.parse_args(argv)
+    _start_distributed(parser, args)
     if args.command == "plot":
         from metajax.train.plots import plot_run
 
@@ -326,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     options = vars(args).copy()
-    for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices"):
+    for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices",
+                 "coordinator", "num_processes", "process_id"):  # fmt: skip
         options.pop(name)
     if args.debug_nans:
         import jax
@@ -355,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(error).split())  # One line, whatever the error's own layout.
         print(f"metajax {args.command}: error: {message}", file=sys.stderr)
         return 2
+    if args.process_id:  # Process 0 of several prints the results; the others computed the same.
+        return 0
     if args.dry_run:
         print(f"metajax {args.command}: arguments and data are valid; resolved config:")
         print(json.dumps(summary["config"], indent=2))

@@ -69,7 +69,7 @@ class RunCheckpoints:
                     f"{path.parent} holds a run with a different config: {details}; use another --workdir, "
                     "or rerun with the workdir's settings to resume it"
                 )
-        else:
+        elif jax.process_index() == 0:  # Of several hosts sharing the workdir, one writes.
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(config, indent=2) + "\n")
 

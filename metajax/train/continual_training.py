@@ -36,8 +36,8 @@ from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import run_metadata
-from metajax.train.sharding import device_mesh, shard_leading_axis
+from metajax.train.run_info import report, run_metadata
+from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 
 def build_stream(config: ContinualConfig) -> Stream:
@@ -159,7 +159,7 @@ def train_and_evaluate(
 
     train_experience = jax.jit(train_runs)
     accuracy = jax.jit(jax.vmap(learner.accuracy, in_axes=(0, None, None, None, None)))
-    initial_accuracy = np.asarray(accuracy(state.params, *test))  # [seeds, experiences], for FWT
+    initial_accuracy = to_host(accuracy(state.params, *test))  # [seeds, experiences], for FWT
 
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
@@ -171,7 +171,7 @@ def train_and_evaluate(
     restored = checkpoints.restore(state)
     if restored is not None:
         state, progress = restored
-        tqdm.write(
+        report(
             f"resuming from the checkpoint after experience {progress['experiences']} of {len(experiences)} "
             f"in {workdir}"
         )
@@ -185,19 +185,19 @@ def train_and_evaluate(
         desc=f"{config.strategy} on {config.benchmark}",
         unit="exp",
         initial=progress["experiences"],
-        disable=not show_progress,
+        disable=not show_progress or not is_primary_process(),
     )
     for index, experience in enumerate(bar):
         if index < progress["experiences"]:
             continue
         step_keys = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(train_keys)
         state, metrics = train_experience(state, experience, step_keys)
-        losses = np.asarray(metrics["loss"])
+        losses = to_host(metrics["loss"])
         if not np.all(np.isfinite(losses)):
             log.close()
             checkpoints.close()
             raise TrainingDiverged(f"training loss became {losses} in experience {index}; {checkpoints.kept_message()}")
-        row = np.asarray(accuracy(state.params, *test))  # [seeds, experiences]
+        row = to_host(accuracy(state.params, *test))  # [seeds, experiences]
         rows.append(row)
         record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
         log.write(record)
@@ -231,8 +231,10 @@ def train_and_evaluate(
         summary["bwt"] = _mean_std([backward_transfer(m) for m in matrices])
         summary["fwt"] = _mean_std([forward_transfer(m, b) for m, b in zip(matrices, initial_accuracy, strict=True)])
     title = f"{config.strategy}, {config.benchmark} {config.scenario}"
-    summary["plot"] = str(plot_accuracy_matrix(matrices.mean(axis=0), title, workdir / "accuracy_matrix.png"))
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["plot"] = str(workdir / "accuracy_matrix.png")
+    if is_primary_process():  # Of several hosts, one writes.
+        plot_accuracy_matrix(matrices.mean(axis=0), title, Path(summary["plot"]))
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

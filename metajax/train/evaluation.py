@@ -6,6 +6,7 @@ import jax
 import numpy as np
 
 from metajax.data.tasks import TaskBatch
+from metajax.train.sharding import to_host
 
 Z_95 = 1.959963984540054  # Two-sided 95% quantile of the standard normal.
 
@@ -34,7 +35,7 @@ def evaluate_tasks(
     """
     chunks = []
     for index in range(-(-num_tasks // chunk_size)):
-        chunks.append(jax.device_get(evaluate_chunk(jax.random.fold_in(key, index))))
+        chunks.append(to_host(evaluate_chunk(jax.random.fold_in(key, index))))
         if progress is not None:
             progress(chunk_size)
     return {name: np.concatenate([c[name] for c in chunks])[:num_tasks] for name in chunks[0]}

@@ -24,8 +24,8 @@ from metajax.train.config import MetaLearningConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import run_metadata
-from metajax.train.sharding import device_mesh, shard_leading_axis
+from metajax.train.run_info import report, run_metadata
+from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
 
@@ -170,6 +170,7 @@ def train_and_evaluate(
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     mesh = device_mesh(devices)
+    primary = is_primary_process()  # The one process of several hosts that writes files and shows progress.
     if dry_run:  # Everything above validated the arguments and the data.
         return {"dry_run": True, **run_metadata(config)}
     checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
@@ -196,11 +197,15 @@ def train_and_evaluate(
     restored = checkpoints.restore(state)
     if restored is not None:
         state, progress = restored
-        tqdm.write(f"resuming from the checkpoint at step {int(state.step)} of {config.meta_iters} in {workdir}")
+        report(f"resuming from the checkpoint at step {int(state.step)} of {config.meta_iters} in {workdir}")
     log = MetricsLog(workdir, step_field="step", resume_after=None if restored is None else int(state.step))
     first_chunk, started = True, time.perf_counter() - progress["train_seconds"]
     bar = tqdm(
-        total=config.meta_iters, initial=int(state.step), desc="meta-training", unit="it", disable=not show_progress
+        total=config.meta_iters,
+        initial=int(state.step),
+        desc="meta-training",
+        unit="it",
+        disable=not show_progress or not primary,
     )
     # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
     print_every = config.log_every * max(1, round(config.meta_iters / config.log_every / 20))
@@ -209,7 +214,7 @@ def train_and_evaluate(
         num_steps = min(config.log_every, config.meta_iters - int(state.step))
         chunk_start = time.perf_counter()
         state, metrics = train_chunk(state, train_bank, num_steps)
-        metrics = jax.device_get(metrics)
+        metrics = to_host(metrics)
         elapsed = time.perf_counter() - chunk_start
         if not first_chunk:  # The first chunk of a process includes compilation.
             progress["steady_seconds"] += elapsed
@@ -235,7 +240,7 @@ def train_and_evaluate(
             shown = "  ".join(
                 f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
             )
-            tqdm.write(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
+            report(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
         bar.update(num_steps)
         bar.set_postfix(loss=f"{record[_headline_loss(record)]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
         progress["train_seconds"] = time.perf_counter() - started
@@ -273,7 +278,7 @@ def train_and_evaluate(
                 total=config.eval_tasks,
                 desc=f"evaluating {shots}-shot ({mode})",
                 unit="task",
-                disable=not show_progress,
+                disable=not show_progress or not primary,
             )
             # The same key in every mode: the same test classes and inner mini-batches.
             scores[shots][mode] = evaluate_tasks(
@@ -323,8 +328,11 @@ def train_and_evaluate(
             for shots, shot_scores in scores.items():
                 mse, ci95 = mean_and_ci95(shot_scores[_mode_name(config.transductive)]["loss"])
                 summary["test_mse_by_shots"][str(shots)] = {"mse": mse, "mse_ci95": ci95}
-        summary["plot"] = str(_plot_sinusoid_fits(model, learner, state, config, workdir / "sinusoid_fits.png"))
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary["plot"] = str(workdir / "sinusoid_fits.png")
+        if primary:  # Host copies of the weights: the plot's computations stay on this process.
+            _plot_sinusoid_fits(model, learner, to_host(state), config, Path(summary["plot"]))
+    if primary:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

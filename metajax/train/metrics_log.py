@@ -7,6 +7,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from metajax.train.checkpoints import keep_log_until
@@ -36,6 +37,9 @@ def scalars(prefix: str, value: Any) -> dict[str, float]:
 class MetricsLog:
     """Appends records to ``workdir/metrics.jsonl`` and ``workdir/tensorboard``.
 
+    Of several processes of a multi-host run, only process 0 writes (the
+    others compute the same records).
+
     Args:
       workdir: the run's folder.
       step_field: the record field that orders records (``step``, ``epoch``...).
@@ -47,6 +51,9 @@ class MetricsLog:
     def __init__(self, workdir: str | Path, *, step_field: str, resume_after: int | None = None):
         from tensorboardX import SummaryWriter
 
+        self._writer = None
+        if jax.process_index() != 0:
+            return
         self.path = Path(workdir) / "metrics.jsonl"
         self.step_field = step_field
         if resume_after is None:
@@ -58,6 +65,8 @@ class MetricsLog:
         )
 
     def write(self, record: dict[str, Any]) -> None:
+        if self._writer is None:
+            return
         with self.path.open("a") as log:
             log.write(json.dumps(record) + "\n")
         step = record[self.step_field]
@@ -66,4 +75,5 @@ class MetricsLog:
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -26,8 +26,8 @@ from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.multitask_config import MultiTaskConfig
-from metajax.train.run_info import run_metadata
-from metajax.train.sharding import device_mesh, shard_leading_axis
+from metajax.train.run_info import report, run_metadata
+from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 
 def build_model(config: MultiTaskConfig) -> nn.Module:
@@ -130,7 +130,7 @@ def train_and_evaluate(
     if restored is not None:
         saved, progress = restored
         state, best_params = saved["state"], saved["best_params"]
-        tqdm.write(f"resuming from the checkpoint after epoch {progress['epoch']} of {config.epochs} in {workdir}")
+        report(f"resuming from the checkpoint after epoch {progress['epoch']} of {config.epochs} in {workdir}")
     log = MetricsLog(workdir, step_field="epoch", resume_after=None if restored is None else progress["epoch"])
     best_value = -np.inf if progress["best_value"] is None else progress["best_value"]
     started = time.perf_counter() - progress["train_seconds"]
@@ -140,13 +140,13 @@ def train_and_evaluate(
         total=config.epochs,
         desc=f"training {config.model}",
         unit="epoch",
-        disable=not show_progress,
+        disable=not show_progress or not is_primary_process(),
     )
     first_epoch = True
     for epoch in bar:
         epoch_start = time.perf_counter()
         state, metrics = train_epoch(state, train, key=jax.random.fold_in(train_key, epoch))
-        metrics = jax.device_get(metrics)
+        metrics = to_host(metrics)
         elapsed = time.perf_counter() - epoch_start
         if not first_epoch:  # The first epoch of a process includes compilation.
             progress["steady_seconds"] += elapsed
@@ -210,5 +210,6 @@ def train_and_evaluate(
     }
     if "mean_gate_weights" in test:
         summary["mean_gate_weights"] = test["mean_gate_weights"]
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if is_primary_process():  # Of several hosts, one writes.
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

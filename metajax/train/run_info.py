@@ -17,3 +17,11 @@ def run_metadata(config) -> dict[str, Any]:
         "device": jax.devices()[0].device_kind,
         "config": dataclasses.asdict(config),
     }
+
+
+def report(message: str) -> None:
+    """Prints a line of a run's progress above its progress bar; in a multi-host run, process 0 alone speaks."""
+    if jax.process_index() == 0:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message)

@@ -6,15 +6,18 @@ each device's slice of a ``vmap`` over that axis locally, replicating the
 weights and reducing what the step averages over the axis (the meta-gradient)
 across devices. On one device both are no-ops.
 
-Several hosts: call ``jax.distributed.initialize()`` before anything else in
-each process (README, "More than one device"); ``jax.devices()`` then lists
-every host's devices and the same mesh spans them.
+Several hosts (``metajax --coordinator``, README "More than one device"):
+``jax.devices()`` then lists every host's devices and the same mesh spans
+them. Every process runs the same program on the same data and keys, so all
+compute the same results; arrays split over other hosts' devices are gathered
+with ``to_host``, and only the primary process writes the run's files.
 """
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
@@ -51,3 +54,24 @@ def shard_leading_axis(tree, mesh: Mesh):
         return jax.lax.with_sharding_constraint(array, NamedSharding(mesh, PartitionSpec(axis_name)))
 
     return jax.tree.map(constrain, tree)
+
+
+def is_primary_process() -> bool:
+    """Whether this process writes the run's files: process 0 (the only one without ``--coordinator``)."""
+    return jax.process_index() == 0
+
+
+def to_host(tree):
+    """NumPy copies of a pytree's arrays, also of arrays split over several hosts' devices.
+
+    ``jax.device_get`` cannot read an array that spans devices of other
+    processes; those are all-gathered (a collective: every process must call
+    this at the same point of the program).
+    """
+
+    def fetch(array):
+        if isinstance(array, jax.Array) and not (array.is_fully_addressable or array.is_fully_replicated):
+            return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+        return np.asarray(array)
+
+    return jax.tree.map(fetch, tree)

@@ -1,0 +1,110 @@
+"""Several hosts: the same command in two processes joined by ``jax.distributed``
+(``metajax --coordinator``; gloo collectives on CPU), each with two forced CPU
+devices, gives the results of one process with four devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from test_runs import SHARDED, _numbers, _without_timing
+
+from metajax.cli import main
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def _run_on_two_hosts(args: list[str], workdir) -> list[subprocess.CompletedProcess]:
+    """Starts process 0 and 1 of a two-process run, waits for both."""
+    environment = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    coordinator = f"localhost:{_free_port()}"
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "metajax.cli",
+                "--coordinator",
+                coordinator,
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(index),
+                *args,
+                "--devices",
+                "4",
+                "--no-progress",
+                "--workdir",
+                str(workdir),
+            ],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for index in range(2)
+    ]
+    finished = []
+    for process in processes:
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+        finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    for index, process in enumerate(finished):
+        assert process.returncode == 0, f"process {index}:\n{process.stderr[-3000:]}"
+    return finished
+
+
+def _own_lines(output: str) -> list[str]:
+    """A process's printed lines, without those of the gloo collectives' library."""
+    return [line for line in output.splitlines() if not line.startswith("[Gloo]")]
+
+
+@pytest.mark.parametrize("run", sorted(SHARDED))
+def test_two_processes_give_the_one_process_results(run, tmp_path):
+    host_0, host_1 = _run_on_two_hosts(SHARDED[run], tmp_path / "two_hosts")
+    assert "wrote" in host_0.stdout and _own_lines(host_1.stdout) == []  # Process 0 alone reports and writes.
+    assert main([*SHARDED[run], "--devices", "4", "--no-progress", "--workdir", str(tmp_path / "one_host")]) == 0
+    two, one = (
+        _numbers(_without_timing(json.loads((tmp_path / folder / "summary.json").read_text())))
+        for folder in ("two_hosts", "one_host")
+    )
+    assert two.keys() == one.keys() and one
+    for name, value in one.items():  # The same partition of the work: only reductions' order may differ.
+        assert two[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    lines = (tmp_path / "two_hosts" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "one_host" / "metrics.jsonl").read_text().splitlines())  # One writer.
+
+
+def test_two_processes_resume_from_their_checkpoint(tmp_path):
+    """A finished two-process run, rerun with more test tasks, restores its weights and scores again."""
+    _run_on_two_hosts(SHARDED["maml"], tmp_path)
+    first = json.loads((tmp_path / "summary.json").read_text())
+    host_0, _ = _run_on_two_hosts([*SHARDED["maml"], "--eval-tasks", "60"], tmp_path)
+    assert "resuming from the checkpoint at step 20 of 20" in host_0.stdout + host_0.stderr
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["config"]["eval_tasks"] == 60 and again["final_training_loss"] == first["final_training_loss"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--coordinator", "localhost:1"], "--coordinator, --num-processes and --process-id go together"),
+        (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"],
+         "--process-id must be between 0 and 1, got 2"),
+    ],
+)  # fmt: skip
+def test_incomplete_distributed_flags_are_refused(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*flags, "maml", "--workdir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
