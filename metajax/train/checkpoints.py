@@ -23,6 +23,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from metajax.train.sharding import is_primary_process
+
 # Fault injection for the tests of resumption: the process SIGKILLs itself right
 # after its N-th completed save, as a pre-empted job would die mid-training.
 KILL_AFTER_SAVES_VARIABLE = "METAJAX_KILL_AFTER_CHECKPOINTS"
@@ -69,7 +71,7 @@ class RunCheckpoints:
                     f"{path.parent} holds a run with a different config: {details}; use another --workdir, "
                     "or rerun with the workdir's settings to resume it"
                 )
-        elif jax.process_index() == 0:  # Of several hosts sharing the workdir, one writes.
+        elif is_primary_process():  # Of several hosts sharing the workdir, one writes.
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(config, indent=2) + "\n")
 

@@ -7,10 +7,10 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from metajax.train.checkpoints import keep_log_until
+from metajax.train.sharding import is_primary_process
 
 
 def scalars(prefix: str, value: Any) -> dict[str, float]:
@@ -52,7 +52,7 @@ class MetricsLog:
         from tensorboardX import SummaryWriter
 
         self._writer = None
-        if jax.process_index() != 0:
+        if not is_primary_process():
             return
         self.path = Path(workdir) / "metrics.jsonl"
         self.step_field = step_field

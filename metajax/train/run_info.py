@@ -8,6 +8,7 @@ from typing import Any
 import jax
 
 import metajax
+from metajax.train.sharding import is_primary_process
 
 
 def run_metadata(config) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def run_metadata(config) -> dict[str, Any]:
 
 def report(message: str) -> None:
     """Prints a line of a run's progress above its progress bar; in a multi-host run, process 0 alone speaks."""
-    if jax.process_index() == 0:
+    if is_primary_process():
         from tqdm.auto import tqdm
 
         tqdm.write(message)
