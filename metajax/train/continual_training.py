@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import report, run_metadata
+from metajax.train.run_info import report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 
@@ -232,9 +231,9 @@ def train_and_evaluate(
         summary["fwt"] = _mean_std([forward_transfer(m, b) for m, b in zip(matrices, initial_accuracy, strict=True)])
     title = f"{config.strategy}, {config.benchmark} {config.scenario}"
     summary["plot"] = str(workdir / "accuracy_matrix.png")
-    if is_primary_process():  # Of several hosts, one writes.
+    if is_primary_process():  # Of several hosts, one draws.
         plot_accuracy_matrix(matrices.mean(axis=0), title, Path(summary["plot"]))
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(workdir, summary)
     return summary
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from functools import partial
 from pathlib import Path
@@ -24,7 +23,7 @@ from metajax.train.config import MetaLearningConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import report, run_metadata
+from metajax.train.run_info import report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
@@ -331,8 +330,7 @@ def train_and_evaluate(
         summary["plot"] = str(workdir / "sinusoid_fits.png")
         if primary:  # Host copies of the weights: the plot's computations stay on this process.
             _plot_sinusoid_fits(model, learner, to_host(state), config, Path(summary["plot"]))
-    if primary:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(workdir, summary)
     return summary
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.multitask_config import MultiTaskConfig
-from metajax.train.run_info import report, run_metadata
+from metajax.train.run_info import report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 
@@ -210,6 +209,5 @@ def train_and_evaluate(
     }
     if "mean_gate_weights" in test:
         summary["mean_gate_weights"] = test["mean_gate_weights"]
-    if is_primary_process():  # Of several hosts, one writes.
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(workdir, summary)
     return summary

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -26,3 +28,9 @@ def report(message: str) -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(message)
+
+
+def write_summary(workdir: Path, summary: dict[str, Any]) -> None:
+    """Writes ``workdir/summary.json``; in a multi-host run process 0 alone writes (all computed the same)."""
+    if is_primary_process():
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
