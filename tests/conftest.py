@@ -6,6 +6,24 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One compilation cache for the whole test session, in-process and in the
+# subprocesses the tests start (they inherit the environment): many tests
+# compile the same programs (a run, its killed twin, its resume), and on two
+# CPU cores compiling is most of their time. Measured on tests/test_runs.py -k
+# killed: 91 s without, 54 s with. A fresh folder per session, so no run is
+# served from another version's programs; a folder the caller set is kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _compilation_cache = tempfile.mkdtemp(prefix="metajax-tests-jax-cache-")
+    atexit.register(shutil.rmtree, _compilation_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _compilation_cache
+    # Cache every program, not only those over JAX's 1 s / size thresholds.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
