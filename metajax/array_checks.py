@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-DTYPE_KINDS = {"floating": jnp.floating, "integer": jnp.integer}
+DTYPE_KINDS = {"floating": jnp.floating, "integer": jnp.integer, "bool": jnp.bool_}
+DTYPE_WORDS = {"floating": "a floating-point", "integer": "an integer", "bool": "a boolean"}
 
 
 def check_array(
@@ -33,7 +34,7 @@ def check_array(
       expected: one entry per axis, an int or ``None`` for any size; a last
         entry ``...`` allows any number of further axes.
       description: the expected shape in words, e.g. ``"[batch, classes]"``.
-      dtype: ``"floating"`` or ``"integer"``, the kind the dtype must be.
+      dtype: ``"floating"``, ``"integer"`` or ``"bool"``, the kind the dtype must be.
 
     Raises:
       ValueError: the shape does not match, naming ``name``, the expected and the actual shape.
@@ -53,8 +54,7 @@ def check_array(
     if dtype is not None:
         actual_dtype = jnp.result_type(value)
         if not jnp.issubdtype(actual_dtype, DTYPE_KINDS[dtype]):
-            kind = "an integer" if dtype == "integer" else "a floating-point"
-            raise TypeError(f"{name} must be {kind} array, got dtype {actual_dtype}")
+            raise TypeError(f"{name} must be {DTYPE_WORDS[dtype]} array, got dtype {actual_dtype}")
     return actual
 
 

@@ -10,7 +10,9 @@ import optax
 import pytest
 
 from metajax.array_checks import check_array, check_key
-from metajax.continual import diagonal_fisher, masked_cross_entropy
+from metajax.continual import continual_learner, diagonal_fisher, masked_cross_entropy, naive
+from metajax.continual.replay_buffer import empty_buffer, reservoir_add
+from metajax.data import TaskBatch, few_shot_sampler, sinusoid_sampler
 from metajax.meta import maml, protonets, reptile, softmax_cross_entropy
 from metajax.meta import mean_squared_error as meta_mse
 from metajax.meta.protonets import prototype_logits, prototypes
@@ -33,8 +35,16 @@ _MAML = maml(_MLP.apply, softmax_cross_entropy, inner_lr=0.1, inner_steps=1, out
 _PROTONETS = protonets(_MLP.apply, ways=3, outer_optimizer=optax.sgd(0.1))
 
 
+_CONTINUAL = continual_learner(_MLP.apply, naive(), optax.sgd(0.1), epochs=1, batch_size=2)
+_TASKS = TaskBatch(_zeros((2, 6, 2)), _zeros((2, 6), I32), _zeros((2, 3, 2)), _zeros((2, 3), I32))
+
+
 def _adapt(learner, support_x, support_y, key):
     return learner.adapt(learner.init(_PARAMS), support_x, support_y, key=key)
+
+
+def _step(learner, tasks, key):
+    return learner.step(learner.init(_PARAMS), tasks, key=key)
 
 
 BAD_CALLS = {
@@ -106,6 +116,51 @@ BAD_CALLS = {
         partial(diagonal_fisher, _MLP.apply, _PARAMS), (_zeros((6, 2)), _zeros((5,), I32), jnp.ones((3,), bool)),
         ValueError, r"y must have shape \[examples\] = \(6,\), got shape \(5,\)",
     ),
+    "maml step empty query set": (
+        partial(_step, _MAML), (_TASKS._replace(query_x=_zeros((2, 0, 2)), query_y=_zeros((2, 0), I32)), KEY),
+        ValueError, r"tasks.query_x must have shape \[tasks, query_size, \*example_shape\] with query_size >= 1, got",
+    ),
+    "maml step integer key": (
+        partial(_step, _MAML), (_TASKS, 3), TypeError, r"key must be a random key",
+    ),
+    "protonets step float labels": (
+        partial(_step, _PROTONETS), (_TASKS._replace(support_y=_zeros((2, 6)), query_y=_zeros((2, 3))), KEY),
+        TypeError, r"tasks.support_y must be an integer array, got dtype float32",
+    ),
+    "reptile step integer images": (
+        partial(_step, _REPTILE), (_TASKS._replace(support_x=_zeros((2, 6, 2), jnp.uint8)), KEY),
+        TypeError, r"tasks.support_x must be a floating-point array, got dtype uint8",
+    ),
+    "reptile step query labels of another dtype": (
+        partial(_step, _REPTILE), (_TASKS._replace(query_y=_zeros((2, 3))), KEY),
+        TypeError, r"tasks.support_y and tasks.query_y must have one dtype, got int32 and float32",
+    ),
+    "few-shot sampler integer key": (
+        lambda key: few_shot_sampler(_zeros((4, 5, 2)), 2, 1, 1)(key, 3), (7,), TypeError, r"key must be a random key",
+    ),
+    "sinusoid sampler integer key": (
+        lambda key: sinusoid_sampler(5, 5)(key, 3), (7,), TypeError, r"key must be a random key",
+    ),
+    "continual accuracy labels [e, m, 1]": (
+        partial(_CONTINUAL.accuracy, _PARAMS),
+        (_zeros((2, 4, 2)), _zeros((2, 4, 1), I32), jnp.ones((2, 4), bool), jnp.ones((2, 3), bool)),
+        ValueError, r"test_y must have shape \[experiences, examples\] = \(2, 4\), got shape \(2, 4, 1\)",
+    ),
+    "continual accuracy float mask": (
+        partial(_CONTINUAL.accuracy, _PARAMS),
+        (_zeros((2, 4, 2)), _zeros((2, 4), I32), jnp.ones((2, 4)), jnp.ones((2, 3), bool)),
+        TypeError, r"test_mask must be a boolean array, got dtype float32",
+    ),
+    "replay buffer features": (
+        partial(reservoir_add, empty_buffer(4, 2, 3), key=KEY),
+        (_zeros((5, 3)), _zeros((5,), I32), jnp.ones((3,), bool)),
+        ValueError, r"x must have shape \[examples, features = 2\] = \(any, 2\), got shape \(5, 3\)",
+    ),
+    "replay buffer per-example heads": (
+        partial(reservoir_add, empty_buffer(4, 2, 3), key=KEY),
+        (_zeros((5, 2)), _zeros((5,), I32), jnp.ones((4, 3), bool)),
+        ValueError, r"logit_mask must have shape \[outputs\] or \[examples, outputs = 3\] = \(5, 3\), got shape \(4,",
+    ),
 }  # fmt: skip
 
 
@@ -128,3 +183,33 @@ def test_well_formed_arguments_pass():
 def test_a_batch_of_keys_is_not_one_key():
     with pytest.raises(ValueError, match=re.escape("key must be a single random key, got a key array of shape (2,)")):
         check_key("key", jax.random.split(KEY))
+
+
+def test_host_side_functions_name_their_arguments():
+    """Functions that run outside jit (stream builders, scoring) check what they are given too."""
+    import numpy as np
+
+    from metajax.data.continual_streams import split_mnist
+    from metajax.data.mnist import LabeledImages, MnistSplits
+    from metajax.data.multitask import MultiTaskBatch
+    from metajax.multitask.evaluation import score_split
+    from metajax.train.evaluation import evaluate_tasks, mean_and_ci95
+
+    images = LabeledImages(np.zeros((20, 28, 28), np.float32), np.arange(20, dtype=np.int32) % 10)
+    with pytest.raises(ValueError, match=re.escape("data.train.x must have shape [examples, features] = (any, any)")):
+        split_mnist(MnistSplits(images, images), "class-il")
+    with pytest.raises(ValueError, match=re.escape("values must have shape [tasks] with at least 2 tasks")):
+        mean_and_ci95(np.zeros((4, 2)))
+    with pytest.raises(
+        ValueError, match=re.escape("data.y must have shape [examples, tasks] = (6, 2), got shape (6, 3)")
+    ):
+        score_split(None, None, MultiTaskBatch(np.zeros((6, 4)), np.zeros((6, 3))), ["a", "b"], ["binary"] * 2)
+    with pytest.raises(ValueError, match=re.escape("evaluate_chunk's 'accuracy' must have shape [chunk_size] = (4,)")):
+        evaluate_tasks(lambda key: {"accuracy": jnp.zeros((3,))}, key=KEY, num_tasks=8, chunk_size=4)
+
+
+def test_reservoir_keeps_each_examples_own_head():
+    """Per-example heads ([n, outputs]) go into the slots with their examples (it used to fail for n != capacity)."""
+    heads = jnp.eye(3, dtype=bool)[jnp.array([0, 1, 2, 0, 1, 2])]
+    buffer = reservoir_add(empty_buffer(4, 2, 3), _zeros((6, 2)), jnp.arange(6, dtype=I32), heads, key=KEY)
+    assert jnp.array_equal(buffer.logit_mask, heads[buffer.y])  # Label i was offered with head i % 3.

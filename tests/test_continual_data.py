@@ -156,5 +156,5 @@ def test_split_omniglot_groups_characters_into_experiences():
             assert drawing in drawings
             assert characters.setdefault(int(label), character) == character
     assert len(set(characters.values())) == 12
-    with pytest.raises(ValueError, match="split-omniglot needs 10 x 10 = 100 classes, the bank has 30"):
+    with pytest.raises(ValueError, match="split-omniglot needs 10 x 10 = 100 classes, class_bank has 30 "):
         split_omniglot(bank, "class-il")

@@ -301,8 +301,8 @@ class TestBadInput:
     def test_protonets_refuse_float_labels(self):
         model, params, tasks = _tiny_conv_problem(num_classes=None)
         learner = protonets(model.apply, ways=WAYS, outer_optimizer=optax.sgd(1.0))
-        bad = tasks._replace(support_y=tasks.support_y.astype(jnp.float32))
-        with pytest.raises(ValueError, match="tasks.support_y must be an int array"):
+        bad = tasks._replace(support_y=tasks.support_y.astype(jnp.float32), query_y=tasks.query_y.astype(jnp.float32))
+        with pytest.raises(TypeError, match="tasks.support_y must be an integer array, got dtype float32"):
             learner.step(learner.init(params), bad, key=jax.random.key(0))
 
     def test_maml_query_shape_mismatch_names_argument(self):

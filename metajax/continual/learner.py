@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metajax.array_checks import check_array, check_key
 from metajax.continual.base import ContinualBatch, Experience, Strategy, masked_cross_entropy
 
 
@@ -41,6 +42,9 @@ def check_experience(experience: Experience) -> None:
             f"experience.logit_mask must have shape [outputs] or [examples, outputs] with examples = {x[0]}, "
             f"got shape {mask}"
         )
+    check_array("experience.x", experience.x, dtype="floating")
+    check_array("experience.y", experience.y, dtype="integer")
+    check_array("experience.logit_mask", experience.logit_mask, dtype="bool")
 
 
 def continual_learner(
@@ -83,6 +87,7 @@ def continual_learner(
 
     def train_experience(state: ContinualState, experience: Experience, *, key):
         check_experience(experience)
+        check_key("key", key)
         n = experience.x.shape[0]
         steps_per_epoch = n // batch_size
         if steps_per_epoch == 0:
@@ -128,6 +133,12 @@ def continual_learner(
     def accuracy(params, test_x, test_y, test_mask, logit_mask):
         """Accuracy per experience: ``test_x [e, m, features]``, ``test_y``/``test_mask [e, m]``,
         ``logit_mask [e, outputs]`` (each experience scored with its own head)."""
+        e, m = check_array("test_x", test_x, (None, None, None), "[experiences, examples, features]", dtype="floating")[
+            :2
+        ]
+        check_array("test_y", test_y, (e, m), "[experiences, examples]", dtype="integer")
+        check_array("test_mask", test_mask, (e, m), "[experiences, examples]", dtype="bool")
+        check_array("logit_mask", logit_mask, (e, None), "[experiences, outputs]", dtype="bool")
 
         def one(x, y, valid, head):
             logits = jnp.where(head, apply_fn(params, x), -jnp.inf)

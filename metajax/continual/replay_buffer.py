@@ -11,6 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import check_array, check_key
+
 
 class ReplayBuffer(NamedTuple):
     """``x [capacity, features]``, ``y [capacity]``, ``logit_mask [capacity, outputs]`` (each example's head),
@@ -35,6 +37,22 @@ def empty_buffer(capacity: int, features: int, num_outputs: int) -> ReplayBuffer
     )
 
 
+def _check_offer(buffer: ReplayBuffer, x, y, logit_mask, key) -> jax.Array:
+    """Checks examples offered to ``buffer``; returns their heads as ``[n, outputs]``."""
+    capacity, features = buffer.x.shape
+    outputs = buffer.logit_mask.shape[-1]
+    n = check_array("x", x, (None, features), f"[examples, features = {features}]", dtype="floating")[0]
+    check_array("y", y, (n,), "[examples]", dtype="integer")
+    if jnp.ndim(logit_mask) == 1:
+        check_array("logit_mask", logit_mask, (outputs,), f"[outputs = {outputs}]", dtype="bool")
+    else:
+        check_array(
+            "logit_mask", logit_mask, (n, outputs), f"[outputs] or [examples, outputs = {outputs}]", dtype="bool"
+        )
+    check_key("key", key)
+    return jnp.broadcast_to(logit_mask, (n, outputs))
+
+
 def reservoir_add(buffer: ReplayBuffer, x: jax.Array, y: jax.Array, logit_mask: jax.Array, *, key) -> ReplayBuffer:
     """Offers ``n`` examples in order to reservoir sampling (Vitter's algorithm R).
 
@@ -45,6 +63,7 @@ def reservoir_add(buffer: ReplayBuffer, x: jax.Array, y: jax.Array, logit_mask: 
     at once: a slot ends up with the last example that wrote to it, exactly as
     the sequential algorithm with the same draws.
     """
+    heads = _check_offer(buffer, x, y, logit_mask, key)
     capacity, n = buffer.x.shape[0], x.shape[0]
     positions = buffer.seen + jnp.arange(n)
     draws = jax.random.randint(key, (n,), 0, positions + 1)
@@ -58,7 +77,7 @@ def reservoir_add(buffer: ReplayBuffer, x: jax.Array, y: jax.Array, logit_mask: 
     return ReplayBuffer(
         x=jnp.where(taken[:, None], x[source], buffer.x),
         y=jnp.where(taken, y[source], buffer.y),
-        logit_mask=jnp.where(taken[:, None], jnp.broadcast_to(logit_mask, buffer.logit_mask.shape), buffer.logit_mask),
+        logit_mask=jnp.where(taken[:, None], heads[source], buffer.logit_mask),
         filled=jnp.minimum(buffer.seen + n, capacity),
         seen=buffer.seen + n,
     )
@@ -72,10 +91,11 @@ def class_balanced_add(
     Candidates are the buffer's examples and the new ones; within each class a
     uniformly random subset of the quota's size is kept.
     """
+    heads = _check_offer(buffer, x, y, logit_mask, key)
     capacity, n = buffer.x.shape[0], x.shape[0]
     candidate_x = jnp.concatenate([buffer.x, x])
     candidate_y = jnp.concatenate([buffer.y, y])
-    candidate_mask = jnp.concatenate([buffer.logit_mask, jnp.broadcast_to(logit_mask, (n, logit_mask.shape[-1]))])
+    candidate_mask = jnp.concatenate([buffer.logit_mask, heads])
     valid = jnp.concatenate([jnp.arange(capacity) < buffer.filled, jnp.ones((n,), bool)])
     present = jnp.zeros((num_classes,), bool).at[candidate_y].max(valid)
     quota = capacity // jnp.maximum(jnp.sum(present), 1)
@@ -102,6 +122,7 @@ def sample(buffer: ReplayBuffer, batch_size: int, *, key) -> tuple[jax.Array, ja
 
     Returns ``(x, y, logit_mask, weight)``; ``weight`` is 0 everywhere while the buffer is empty.
     """
+    check_key("key", key)
     rows = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.filled, 1))
     weight = jnp.broadcast_to((buffer.filled > 0).astype(jnp.float32), (batch_size,))
     return buffer.x[rows], buffer.y[rows], buffer.logit_mask[rows], weight

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from metajax.array_checks import check_array
 from metajax.data.mnist import LabeledImages, MnistSplits
 
 SCENARIOS = ("task-il", "domain-il", "class-il")
@@ -61,8 +62,19 @@ def _stack_padded(parts: list[np.ndarray], length: int, fill=0) -> np.ndarray:
     return out
 
 
+def _check_splits(data: MnistSplits) -> None:
+    """Flat examples: ``x [examples, features]`` and integer ``y [examples]`` in each split."""
+    for split in ("train", "test"):
+        images = getattr(data, split)
+        n, features = check_array(f"data.{split}.x", images.x, (None, None), "[examples, features]")
+        if split == "test" and features != data.train.x.shape[1]:
+            raise ValueError(f"data.test.x must have {data.train.x.shape[1]} features as data.train.x, got {features}")
+        check_array(f"data.{split}.y", images.y, (n,), "[examples]", dtype="integer")
+
+
 def class_split_stream(data: MnistSplits, class_groups: list[list[int]], scenario: str, *, seed: int = 0) -> Stream:
     """Experiences of the given class groups (Split MNIST: ``[[0, 1], [2, 3], ...]``)."""
+    _check_splits(data)
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
     sizes = {len(group) for group in class_groups}
@@ -127,11 +139,12 @@ def split_omniglot(
     character train, the rest test. A second benchmark beside MNIST, with few
     examples per class and many classes.
     """
+    check_array("class_bank", class_bank, (None, None, ...), "[classes, examples_per_class, *image_shape]")
     needed = num_experiences * classes_per_experience
     if needed > class_bank.shape[0]:
         raise ValueError(
             f"split-omniglot needs {num_experiences} x {classes_per_experience} = {needed} classes, "
-            f"the bank has {class_bank.shape[0]}"
+            f"class_bank has {class_bank.shape[0]} (shape {class_bank.shape})"
         )
     if not 0 < train_per_class < class_bank.shape[1]:
         raise ValueError(f"train_per_class must be in [1, {class_bank.shape[1] - 1}], got {train_per_class}")
@@ -165,6 +178,7 @@ def permuted_stream(
         )
     if num_experiences < 1:
         raise ValueError(f"num_experiences must be positive, got {num_experiences}")
+    _check_splits(data)
     rng = np.random.default_rng(seed)
     features = data.train.x.shape[1]
     permutations = [np.arange(features)] + [rng.permutation(features) for _ in range(num_experiences - 1)]

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import check_key
 from metajax.data.tasks import TaskBatch
 
 
@@ -74,6 +75,7 @@ def few_shot_sampler(
         return TaskBatch(support_x, support_y, query_x, query_y)
 
     def sample(key: jax.Array, num_tasks: int) -> TaskBatch:
+        check_key("key", key)
         return jax.vmap(sample_one)(jax.random.split(key, num_tasks))
 
     return sample

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import check_key
 from metajax.data.tasks import TaskBatch
 
 AMPLITUDE_RANGE = (0.1, 5.0)
@@ -44,6 +45,7 @@ def sinusoid_sampler(shots: int, query_shots: int) -> Callable[[jax.Array, int],
         raise ValueError(f"shots must be > 0 and query_shots >= 0, got shots={shots}, query_shots={query_shots}")
 
     def sample(key: jax.Array, num_tasks: int) -> TaskBatch:
+        check_key("key", key)
         keys = jax.random.split(key, num_tasks)
         tasks, _, _ = jax.vmap(lambda k: _sample_one_task(k, shots, query_shots))(keys)
         return tasks
@@ -53,5 +55,6 @@ def sinusoid_sampler(shots: int, query_shots: int) -> Callable[[jax.Array, int],
 
 def sample_sinusoid_parameters(key: jax.Array, num_tasks: int, shots: int, query_shots: int):
     """Like ``sinusoid_sampler`` but also returns each task's amplitude and phase (for plots)."""
+    check_key("key", key)
     keys = jax.random.split(key, num_tasks)
     return jax.vmap(lambda k: _sample_one_task(k, shots, query_shots))(keys)

@@ -30,18 +30,30 @@ class TaskBatch(NamedTuple):
         return self.support_x.shape[0]
 
 
-def check_task_batch(tasks: TaskBatch, name: str = "tasks") -> None:
-    """Checks the ranks and shapes of a ``TaskBatch`` at trace time.
+def check_task_batch(tasks: TaskBatch, name: str = "tasks", *, need_queries: bool = True) -> None:
+    """Checks the ranks, shapes and dtypes of a ``TaskBatch`` at trace time.
+
+    ``need_queries=False`` accepts an empty query set (Reptile trains on support sets alone).
 
     Raises:
-      ValueError: naming the field, the expected and the actual shape.
+      ValueError: naming the field, the expected and the actual shape
+        (support and query sets must not be empty: an empty query set would
+        score as NaN).
+      TypeError: inputs that are not floating point, or support and query
+        targets of different dtypes.
     """
     if not isinstance(tasks, TaskBatch):
         raise TypeError(f"{name} must be a metajax.data.TaskBatch, got {type(tasks).__name__}")
     support_x, support_y, query_x, query_y = (jax.numpy.shape(a) for a in tasks)
-    if len(support_x) < 3:
+    if len(support_x) < 3 or 0 in support_x[:2]:
         raise ValueError(
-            f"{name}.support_x must have shape [tasks, support_size, *example_shape], got shape {support_x}"
+            f"{name}.support_x must have shape [tasks, support_size, *example_shape] with tasks, support_size "
+            f">= 1, got shape {support_x}"
+        )
+    if len(query_x) < 2 or (need_queries and query_x[1] == 0):
+        raise ValueError(
+            f"{name}.query_x must have shape [tasks, query_size, *example_shape]"
+            f"{' with query_size >= 1' if need_queries else ''}, got shape {query_x}"
         )
     if support_y[:2] != support_x[:2]:
         raise ValueError(
@@ -55,6 +67,13 @@ def check_task_batch(tasks: TaskBatch, name: str = "tasks") -> None:
         )
     if query_y[:2] != query_x[:2] or query_y[2:] != support_y[2:]:
         raise ValueError(f"{name}.query_y must have shape {query_x[:2] + support_y[2:]}, got shape {query_y}")
+    check_array(f"{name}.support_x", tasks.support_x, dtype="floating")
+    check_array(f"{name}.query_x", tasks.query_x, dtype="floating")
+    support_dtype, query_dtype = jax.numpy.result_type(tasks.support_y), jax.numpy.result_type(tasks.query_y)
+    if support_dtype != query_dtype:
+        raise TypeError(
+            f"{name}.support_y and {name}.query_y must have one dtype, got {support_dtype} and {query_dtype}"
+        )
 
 
 def check_support_set(support_x: jax.Array, support_y: jax.Array) -> None:
@@ -63,5 +82,5 @@ def check_support_set(support_x: jax.Array, support_y: jax.Array) -> None:
     Raises:
       ValueError: naming the argument, the expected and the actual shape.
     """
-    x_shape = check_array("support_x", support_x, (None, None, ...), "[support_size, *example_shape]")
+    x_shape = check_array("support_x", support_x, (None, None, ...), "[support_size, *example_shape]", dtype="floating")
     check_array("support_y", support_y, (x_shape[0], ...), "[support_size, ...]")

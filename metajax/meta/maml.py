@@ -145,8 +145,8 @@ def gradient_meta_learner(
 
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
         """One meta-update; ``key`` is unused (full-batch inner steps) but kept for a common interface."""
-        del key
         check_task_batch(tasks)
+        check_key("key", key)
         current = meta_parameters(state)
         (_, metrics), meta_gradient = jax.value_and_grad(meta_loss, has_aux=True)(current, tasks)
         updates, opt_state = outer_optimizer.update(meta_gradient, state.opt_state, current)
@@ -156,8 +156,8 @@ def gradient_meta_learner(
         return new_state, metrics
 
     def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
-        del key  # Full-batch steps: nothing random.
         check_support_set(support_x, support_y)
+        check_key("key", key)  # Full-batch steps: nothing random, but a wrong call is still an error.
         return eval_adapt(state.params, inner_rates(state), support_x, support_y)[0]
 
     def evaluate_one(state, support_x, support_y, query_x, query_y, key):

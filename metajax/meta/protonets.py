@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.array_checks import check_array
+from metajax.array_checks import check_array, check_key
 from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
 from metajax.meta.base import (
     ApplyFn,
@@ -86,16 +86,14 @@ def protonets(
 
     def check_labels(tasks: TaskBatch) -> None:
         check_task_batch(tasks)
-        if not jnp.issubdtype(tasks.support_y.dtype, jnp.integer) or tasks.support_y.ndim != 2:
-            raise ValueError(
-                "Prototypical Networks need integer class labels: tasks.support_y must be an int array of shape "
-                f"[tasks, support_size], got {tasks.support_y.dtype} of shape {tasks.support_y.shape}"
-            )
+        check_array(
+            "tasks.support_y", tasks.support_y, (None, None), "[tasks, support_size] class labels", dtype="integer"
+        )
 
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
         """One meta-update; ``key`` is unused (nothing random) but kept for a common interface."""
-        del key
         check_labels(tasks)
+        check_key("key", key)
         (_, metrics), grads = jax.value_and_grad(meta_loss, has_aux=True)(state.params, tasks)
         updates, opt_state = outer_optimizer.update(grads, state.opt_state, state.params)
         return state._replace(
@@ -103,8 +101,8 @@ def protonets(
         ), metrics
 
     def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
-        del key
         check_support_set(support_x, support_y)  # Unused, but a wrong call is still an error.
+        check_key("key", key)
         return state.params
 
     def evaluate_one(params, support_x, support_y, query_x, query_y):
@@ -112,8 +110,8 @@ def protonets(
         return task_scores(softmax_cross_entropy, task_logits, query_y)
 
     def evaluate(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
-        del key
         check_labels(tasks)
+        check_key("key", key)
         return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0))(state.params, *tasks)
 
     return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)

@@ -100,7 +100,7 @@ def reptile(
         return inner_optimizer.init(state.params) if reset_inner_optimizer else state.inner_opt_state
 
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
-        check_task_batch(tasks)
+        check_task_batch(tasks, need_queries=False)  # Trains on support sets alone.
         check_key("key", key)
         task_keys = jax.random.split(key, tasks.num_tasks)
         inner_start = starting_inner_state(state)

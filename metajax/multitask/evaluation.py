@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax.data.multitask import MultiTaskBatch
+from metajax.array_checks import check_array
+from metajax.data.multitask import MultiTaskBatch, check_multitask_batch
 from metajax.models.task_stacks import MultiTaskOutput
 from metajax.multitask.losses import TASK_LOSSES
 from metajax.multitask.metrics import roc_auc
@@ -19,7 +20,7 @@ def predict_in_chunks(
     predict: Callable[[Any, jax.Array], MultiTaskOutput], params, x: jax.Array, *, chunk_size: int = 4096
 ) -> MultiTaskOutput:
     """``predict`` over ``x`` in fixed-size chunks (the last one padded), so one compiled shape serves any split."""
-    num_examples = x.shape[0]
+    num_examples = check_array("x", x, (None, None), "[examples, features]")[0]
     padded = -(-num_examples // chunk_size) * chunk_size
     x = jnp.pad(x, ((0, padded - num_examples), (0, 0)))
     outputs = [predict(params, x[start : start + chunk_size]) for start in range(0, padded, chunk_size)]
@@ -36,6 +37,9 @@ def score_split(
     chunk_size: int = 4096,
 ) -> dict[str, Any]:
     """Per-task ``loss`` and ``auc`` (binary tasks) or ``mse`` (regression), and each task's mean gate weights."""
+    check_multitask_batch(data, len(task_names), "data")
+    if len(task_kinds) != len(task_names):
+        raise ValueError(f"task_kinds must name one kind per task ({len(task_names)}), got {len(task_kinds)}")
     output = predict_in_chunks(predict, params, jnp.asarray(data.x), chunk_size=chunk_size)
     labels = jnp.asarray(data.y).T
     tasks = {}

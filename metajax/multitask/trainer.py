@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metajax.array_checks import check_key
 from metajax.data.multitask import MultiTaskBatch, check_multitask_batch
 from metajax.models.task_stacks import MultiTaskOutput
 from metajax.multitask.losses import TASK_LOSSES, TaskLoss
@@ -127,6 +128,7 @@ def multitask_trainer(
 
     def train_step(state: MultiTaskState, batch: MultiTaskBatch, *, key: jax.Array):
         check_multitask_batch(batch, num_tasks)
+        check_key("key", key)
 
         def task_terms(params, weighting_params):
             losses, _ = task_losses_of(params, batch)
@@ -181,6 +183,7 @@ def multitask_trainer(
     def train_epoch(state: MultiTaskState, data: MultiTaskBatch, *, key: jax.Array):
         """One pass over ``data`` in shuffled batches, as a ``lax.scan``; metrics are means over the steps."""
         check_multitask_batch(data, num_tasks, "data")
+        check_key("key", key)
         num_batches = data.x.shape[0] // batch_size
         if num_batches == 0:
             raise ValueError(f"data has {data.x.shape[0]} examples, fewer than batch_size = {batch_size}")

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from metajax.array_checks import check_array, check_key
 from metajax.data.tasks import TaskBatch
 from metajax.train.sharding import to_host
 
@@ -14,8 +15,10 @@ Z_95 = 1.959963984540054  # Two-sided 95% quantile of the standard normal.
 def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
     """The mean of per-task scores and the half-width of its 95% confidence interval."""
     values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        raise ValueError(f"need at least 2 values for a confidence interval, got {values.size}")
+    if values.ndim != 1 or values.size < 2:
+        raise ValueError(
+            f"values must have shape [tasks] with at least 2 tasks for a confidence interval, got shape {values.shape}"
+        )
     return float(values.mean()), float(Z_95 * values.std(ddof=1) / np.sqrt(values.size))
 
 
@@ -33,9 +36,15 @@ def evaluate_tasks(
     (one compiled, vmapped call); chunks keep memory bounded for thousands of
     tasks. Returns per-task arrays of exactly ``num_tasks`` entries.
     """
+    check_key("key", key)
+    if num_tasks < 1 or chunk_size < 1:
+        raise ValueError(f"num_tasks and chunk_size must be positive, got {num_tasks} and {chunk_size}")
     chunks = []
     for index in range(-(-num_tasks // chunk_size)):
-        chunks.append(to_host(evaluate_chunk(jax.random.fold_in(key, index))))
+        chunk = to_host(evaluate_chunk(jax.random.fold_in(key, index)))
+        for name, values in chunk.items():  # One score per task: a wrong length would be cut silently below.
+            check_array(f"evaluate_chunk's {name!r}", values, (chunk_size,), "[chunk_size]")
+        chunks.append(chunk)
         if progress is not None:
             progress(chunk_size)
     return {name: np.concatenate([c[name] for c in chunks])[:num_tasks] for name in chunks[0]}
