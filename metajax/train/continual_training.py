@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from metajax.continual import (
     Experience,
@@ -35,7 +34,7 @@ from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import report, run_metadata, write_summary
+from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 
@@ -179,12 +178,12 @@ def train_and_evaluate(
     )
     rows = [np.asarray(row, dtype=np.float32) for row in progress["rows"]]  # As computed: float32.
     started = time.perf_counter() - progress["train_seconds"]
-    bar = tqdm(
+    bar = progress_bar(
         experiences,
+        show=show_progress,
         desc=f"{config.strategy} on {config.benchmark}",
         unit="exp",
         initial=progress["experiences"],
-        disable=not show_progress or not is_primary_process(),
     )
     for index, experience in enumerate(bar):
         if index < progress["experiences"]:

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from metajax.data import few_shot_sampler, load_omniglot, sinusoid_sampler
 from metajax.data.omniglot import EXAMPLES_PER_CLASS
@@ -23,7 +22,7 @@ from metajax.train.config import MetaLearningConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import report, run_metadata, write_summary
+from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
 
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
@@ -169,7 +168,7 @@ def train_and_evaluate(
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     mesh = device_mesh(devices)
-    primary = is_primary_process()  # The one process of several hosts that writes files and shows progress.
+    primary = is_primary_process()  # The one process of several hosts that writes files.
     if dry_run:  # Everything above validated the arguments and the data.
         return {"dry_run": True, **run_metadata(config)}
     checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
@@ -199,12 +198,12 @@ def train_and_evaluate(
         report(f"resuming from the checkpoint at step {int(state.step)} of {config.meta_iters} in {workdir}")
     log = MetricsLog(workdir, step_field="step", resume_after=None if restored is None else int(state.step))
     first_chunk, started = True, time.perf_counter() - progress["train_seconds"]
-    bar = tqdm(
+    bar = progress_bar(
+        show=show_progress,
         total=config.meta_iters,
         initial=int(state.step),
         desc="meta-training",
         unit="it",
-        disable=not show_progress or not primary,
     )
     # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
     print_every = config.log_every * max(1, round(config.meta_iters / config.log_every / 20))
@@ -273,11 +272,11 @@ def train_and_evaluate(
                 )
             )
             mode = _mode_name(transductive)
-            eval_bar = tqdm(
+            eval_bar = progress_bar(
+                show=show_progress,
                 total=config.eval_tasks,
                 desc=f"evaluating {shots}-shot ({mode})",
                 unit="task",
-                disable=not show_progress or not primary,
             )
             # The same key in every mode: the same test classes and inner mini-batches.
             scores[shots][mode] = evaluate_tasks(

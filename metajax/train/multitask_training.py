@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from metajax.data.census_income import load_census_income
 from metajax.data.correlated_regression import correlated_regression_dataset
@@ -25,8 +24,8 @@ from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.multitask_config import MultiTaskConfig
-from metajax.train.run_info import report, run_metadata, write_summary
-from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
+from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
+from metajax.train.sharding import device_mesh, shard_leading_axis, to_host
 
 
 def build_model(config: MultiTaskConfig) -> nn.Module:
@@ -133,13 +132,13 @@ def train_and_evaluate(
     log = MetricsLog(workdir, step_field="epoch", resume_after=None if restored is None else progress["epoch"])
     best_value = -np.inf if progress["best_value"] is None else progress["best_value"]
     started = time.perf_counter() - progress["train_seconds"]
-    bar = tqdm(
+    bar = progress_bar(
         range(progress["epoch"] + 1, config.epochs + 1),
+        show=show_progress,
         initial=progress["epoch"],
         total=config.epochs,
         desc=f"training {config.model}",
         unit="epoch",
-        disable=not show_progress or not is_primary_process(),
     )
     first_epoch = True
     for epoch in bar:

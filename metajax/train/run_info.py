@@ -1,4 +1,4 @@
-"""What every summary.json starts with: the library, JAX, the device and the config."""
+"""What a run tells its user: the metadata every summary.json starts with, the summary, progress lines and bars."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ def run_metadata(config) -> dict[str, Any]:
         "device": jax.devices()[0].device_kind,
         "config": dataclasses.asdict(config),
     }
+
+
+def progress_bar(iterable=None, *, show: bool, **options):
+    """A tqdm bar over ``iterable``, drawn when ``show`` and by process 0 alone of a multi-host run."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not show or not is_primary_process(), **options)
 
 
 def report(message: str) -> None:
