@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--buffer-policy", default="reservoir", choices=("reservoir", "class-balanced"))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--reset-optimizer", action="store_true", help="a fresh Adam state for every experience")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--output", default=str(RESULTS / "continual_mnist.json"))
     args = parser.parse_args()
 
@@ -64,6 +66,7 @@ def main() -> None:
                 **CASES[case], strategy=strategy, data_dir=args.data_dir, seeds=args.seeds, epochs=args.epochs,
                 ewc_lambda=args.ewc_lambda, si_c=args.si_c, buffer_size=args.buffer_size,
                 buffer_policy=args.buffer_policy, batch_size=args.batch_size, reset_optimizer=args.reset_optimizer,
+                optimizer=args.optimizer, learning_rate=args.learning_rate,
             )  # fmt: skip
             with tempfile.TemporaryDirectory() as workdir:
                 summary = train_and_evaluate(config, workdir, show_progress=False)

@@ -15,6 +15,7 @@ from metajax.train.config import ALGORITHMS, CLASS_SPLITS, DATASETS, INNER_OPTIM
 from metajax.train.continual_config import (
     BUFFER_POLICIES,
     CONTINUAL_BENCHMARKS,
+    CONTINUAL_OPTIMIZERS,
     CONTINUAL_STRATEGIES,
     ContinualConfig,
 )
@@ -214,7 +215,10 @@ def _add_continual_parser(subparsers) -> None:
     parser.add_argument(
         "--hidden", type=lambda t: tuple(int(w) for w in t.split(",")), default=(400, 400), help="MLP widths"
     )
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument(
+        "--optimizer", choices=CONTINUAL_OPTIMIZERS, default="adam", help="plain SGD as in ContinualAI's baselines"
+    )
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="the optimizer's learning rate")
     parser.add_argument(
         "--reset-optimizer",
         action="store_true",

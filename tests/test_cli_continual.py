@@ -74,3 +74,22 @@ def test_split_omniglot_task_il(omniglot_dir, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["accuracy_matrix"]) == 3
     assert summary["final_average_accuracy"]["mean"] > 0.2  # 10-way heads: chance is 0.1
+
+
+def test_the_optimizer_and_its_learning_rate_are_the_ones_asked_for(tmp_path):
+    def joint_accuracy(*options):
+        workdir = tmp_path / "-".join(options)
+        assert main(["continual", "--strategy", "joint", *options, "--no-progress", "--workdir", str(workdir)]) == 0
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert summary["config"]["optimizer"] == "sgd"
+        return summary["final_average_accuracy"]["mean"]
+
+    assert joint_accuracy("--optimizer", "sgd", "--learning-rate", "0.1") > 0.9
+    assert joint_accuracy("--optimizer", "sgd", "--learning-rate", "1e-7") < 0.5  # Too small a step to learn.
+
+
+def test_an_unknown_optimizer_is_refused():
+    from metajax.train.continual_config import ContinualConfig
+
+    with pytest.raises(ValueError, match="optimizer must be one of adam, sgd, got 'rmsprop'"):
+        ContinualConfig(optimizer="rmsprop").resolved()

@@ -7,6 +7,7 @@ import dataclasses
 CONTINUAL_BENCHMARKS = ("split-gaussian", "split-mnist", "permuted-mnist", "split-omniglot")
 CONTINUAL_STRATEGIES = ("naive", "joint", "replay", "agem", "ewc", "online-ewc", "si", "lwf", "replay-ewc")
 BUFFER_POLICIES = ("reservoir", "class-balanced")
+CONTINUAL_OPTIMIZERS = ("adam", "sgd")
 SCENARIOS_BY_BENCHMARK = {
     "split-gaussian": ("class-il", "task-il", "domain-il"),
     "split-mnist": ("class-il", "task-il", "domain-il"),
@@ -26,7 +27,8 @@ class ContinualConfig:
     Gaussian classes in 64 dimensions, split like Split MNIST.
     ``split-omniglot`` takes ``experiences`` groups of 10 characters of
     Omniglot's evaluation set (``data_dir`` is then the Omniglot folder).
-    Adam's state carries over between experiences unless ``reset_optimizer``.
+    The optimizer (Adam, or plain SGD as in ContinualAI's baselines) keeps its
+    state across experiences unless ``reset_optimizer``.
     """
 
     benchmark: str = "split-gaussian"
@@ -43,6 +45,7 @@ class ContinualConfig:
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
     hidden: tuple[int, ...] = (400, 400)
+    optimizer: str = "adam"
     learning_rate: float = 1e-3
     reset_optimizer: bool = False
     epochs: int = 1
@@ -70,6 +73,8 @@ class ContinualConfig:
             )
         if self.strategy not in CONTINUAL_STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(CONTINUAL_STRATEGIES)}, got {self.strategy!r}")
+        if self.optimizer not in CONTINUAL_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(CONTINUAL_OPTIMIZERS)}, got {self.optimizer!r}")
         if self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer-policy must be one of {', '.join(BUFFER_POLICIES)}, got {self.buffer_policy!r}")
         for name in ("buffer_size", "fisher_samples", "epochs", "batch_size", "seeds", "experiences"):

@@ -137,7 +137,7 @@ def train_and_evaluate(
     learner = continual_learner(
         model.apply,
         strategy,
-        optax.adam(config.learning_rate),
+        getattr(optax, config.optimizer)(config.learning_rate),  # optax.adam or optax.sgd
         epochs=config.epochs,
         batch_size=config.batch_size,
         reset_optimizer=config.reset_optimizer,
