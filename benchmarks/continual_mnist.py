@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--reset-optimizer", action="store_true", help="a fresh Adam state for every experience")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--hidden", type=lambda t: tuple(int(w) for w in t.split(",")), default=(400, 400), help="MLP widths, e.g. 512"
+    )
     parser.add_argument("--output", default=str(RESULTS / "continual_mnist.json"))
     args = parser.parse_args()
 
@@ -66,7 +69,7 @@ def main() -> None:
                 **CASES[case], strategy=strategy, data_dir=args.data_dir, seeds=args.seeds, epochs=args.epochs,
                 ewc_lambda=args.ewc_lambda, si_c=args.si_c, buffer_size=args.buffer_size,
                 buffer_policy=args.buffer_policy, batch_size=args.batch_size, reset_optimizer=args.reset_optimizer,
-                optimizer=args.optimizer, learning_rate=args.learning_rate,
+                optimizer=args.optimizer, learning_rate=args.learning_rate, hidden=args.hidden,
             )  # fmt: skip
             with tempfile.TemporaryDirectory() as workdir:
                 summary = train_and_evaluate(config, workdir, show_progress=False)
