@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--si-c", type=float, default=1.0)
     parser.add_argument("--buffer-size", type=int, default=1000)
     parser.add_argument("--buffer-policy", default="reservoir", choices=("reservoir", "class-balanced"))
+    parser.add_argument("--buffer-update", default="experience", choices=("experience", "step"))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--reset-optimizer", action="store_true", help="a fresh Adam state for every experience")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
@@ -70,6 +71,7 @@ def main() -> None:
                 ewc_lambda=args.ewc_lambda, si_c=args.si_c, buffer_size=args.buffer_size,
                 buffer_policy=args.buffer_policy, batch_size=args.batch_size, reset_optimizer=args.reset_optimizer,
                 optimizer=args.optimizer, learning_rate=args.learning_rate, hidden=args.hidden,
+                buffer_update=args.buffer_update,
             )  # fmt: skip
             with tempfile.TemporaryDirectory() as workdir:
                 summary = train_and_evaluate(config, workdir, show_progress=False)

@@ -14,6 +14,7 @@ from metajax.train import continual_training, meta_training, multitask_training
 from metajax.train.config import ALGORITHMS, CLASS_SPLITS, DATASETS, INNER_OPTIMIZERS, MetaLearningConfig
 from metajax.train.continual_config import (
     BUFFER_POLICIES,
+    BUFFER_UPDATES,
     CONTINUAL_BENCHMARKS,
     CONTINUAL_OPTIMIZERS,
     CONTINUAL_STRATEGIES,
@@ -206,6 +207,12 @@ def _add_continual_parser(subparsers) -> None:
     parser.add_argument("--experiences", type=int, default=10, help="experiences of permuted-mnist / split-omniglot")
     parser.add_argument("--buffer-size", type=int, default=1000, help="examples kept by replay / A-GEM")
     parser.add_argument("--buffer-policy", choices=BUFFER_POLICIES, default="reservoir")
+    parser.add_argument(
+        "--buffer-update",
+        choices=BUFFER_UPDATES,
+        default="experience",
+        help="when the buffer takes examples: each experience at its end, or each batch after its step (online)",
+    )
     parser.add_argument("--ewc-lambda", type=float, default=100.0)
     parser.add_argument("--ewc-decay", type=float, default=1.0, help="online EWC's decay of the old Fisher")
     parser.add_argument("--fisher-samples", type=int, default=1024, help="examples per experience for the Fisher")

@@ -93,3 +93,24 @@ def test_an_unknown_optimizer_is_refused():
 
     with pytest.raises(ValueError, match="optimizer must be one of adam, sgd, got 'rmsprop'"):
         ContinualConfig(optimizer="rmsprop").resolved()
+
+
+def test_online_replay_runs_from_the_command(tmp_path):
+    args = [
+        "--strategy",
+        "replay",
+        "--buffer-update",
+        "step",
+        "--buffer-policy",
+        "class-balanced",
+        "--batch-size",
+        "10",
+    ]
+    assert main(["continual", *args, "--no-progress", "--workdir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["buffer_update"] == "step"
+    assert summary["final_average_accuracy"]["mean"] > 0.4  # Far above naive class-IL's 1/5.
+    from metajax.train.continual_config import ContinualConfig
+
+    with pytest.raises(ValueError, match="buffer-update must be one of experience, step, got 'hourly'"):
+        ContinualConfig(buffer_update="hourly").resolved()

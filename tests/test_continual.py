@@ -199,6 +199,7 @@ STRATEGIES = {
     "naive": lambda: naive(),
     "replay": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS),
     "replay-class-balanced": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS, policy="class-balanced"),
+    "replay-online": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS, policy="class-balanced", update="step"),
     "agem": lambda: agem(16, features=FEATURES, num_outputs=OUTPUTS, reference_batch=8),
     "ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0),
     "online-ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0, mode="online", decay=0.9),
@@ -208,6 +209,43 @@ STRATEGIES = {
         replay(16, features=FEATURES, num_outputs=OUTPUTS), ewc(MODEL.apply, ewc_lambda=10.0)
     ),
 }
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_online_replay_equals_a_loop_that_replays_then_stores_each_batch(jit):
+    """Chaudhry et al.'s ER: each step trains on the batch plus as many buffer examples, then the batch
+    is offered to the reservoir; the buffer is in use from the first experience on."""
+    capacity, optimizer = 16, optax.sgd(0.1)
+    strategy = replay(capacity, features=FEATURES, num_outputs=OUTPUTS, update="step")
+    learner = continual_learner(MODEL.apply, strategy, optimizer, epochs=1, batch_size=BATCH)
+    train = jax.jit(learner.train_experience) if jit else learner.train_experience
+    experiences, key = [_experience(i) for i in range(2)], jax.random.key(5)
+    state = learner.init(_params())
+    for experience, exp_key in zip(experiences, jax.random.split(key, 2), strict=True):
+        state, _ = train(state, experience, key=exp_key)
+
+    params, buffer = _params(), empty_buffer(capacity, FEATURES, OUTPUTS)
+    for experience, exp_key in zip(experiences, jax.random.split(key, 2), strict=True):
+        order_key, steps_key, _ = jax.random.split(exp_key, 3)
+        rows = jax.random.permutation(jax.random.split(order_key, 1)[0], N)[: (N // BATCH) * BATCH].reshape(-1, BATCH)
+        for batch_rows, step_key in zip(rows, jax.random.split(steps_key, rows.shape[0]), strict=True):
+            head = jnp.broadcast_to(experience.logit_mask, (BATCH, OUTPUTS))
+            arrived = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, jnp.ones(BATCH))
+            replayed = sample(buffer, BATCH, key=jax.random.split(step_key)[0])
+            batch = ContinualBatch(*(jnp.concatenate(pair) for pair in zip(arrived, replayed, strict=True)))
+            grads = jax.grad(lambda p, b=batch: masked_cross_entropy(MODEL.apply(p, b.x), b.y, b.logit_mask, b.weight))(
+                params
+            )
+            updates, _ = optimizer.update(grads, optimizer.init(params), params)
+            params = optax.apply_updates(params, updates)
+            buffer = reservoir_add(
+                buffer, arrived.x, arrived.y, arrived.logit_mask, key=jax.random.fold_in(step_key, 2)
+            )
+        if experience is experiences[0]:
+            assert int(buffer.filled) == capacity  # 24 examples seen: replay already ran inside experience 0.
+
+    chex.assert_trees_all_close(state.params, params, rtol=RTOL, atol=ATOL)
+    chex.assert_trees_all_equal(state.strategy_state, buffer)
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -301,6 +339,8 @@ def test_bad_arguments_are_refused():
         replay(0, features=FEATURES, num_outputs=OUTPUTS).init(None)
     with pytest.raises(ValueError, match="buffer policy must be 'reservoir' or 'class-balanced'"):
         replay(4, features=FEATURES, num_outputs=OUTPUTS, policy="fifo")
+    with pytest.raises(ValueError, match="buffer update must be one of experience, step, got 'sometimes'"):
+        replay(4, features=FEATURES, num_outputs=OUTPUTS, update="sometimes")
     with pytest.raises(ValueError, match="EWC mode must be 'separate' or 'online'"):
         ewc(MODEL.apply, ewc_lambda=1.0, mode="both")
     learner = continual_learner(MODEL.apply, naive(), optax.sgd(0.1), epochs=1, batch_size=BATCH)

@@ -1,8 +1,9 @@
 """The strategy interface: hooks a continual-learning strategy may use, all pure.
 
 A ``Strategy`` can change a training batch (replay), add to the loss (EWC, SI,
-LwF), change the gradient (A-GEM), and update its state after every step (SI)
-and after every experience (Fisher, buffers, anchors). Every hook is
+LwF), change the gradient (A-GEM), and update its state after every step (SI;
+online buffers, which see each batch of the stream as it arrives) and after
+every experience (Fisher, buffers, anchors). Every hook is
 jit-compatible; ``compose`` combines strategies (replay + EWC).
 """
 
@@ -72,6 +73,10 @@ def _no_step_update(state, params_before, params_after, grads):
     return state
 
 
+def _no_observation(state, batch, key):
+    return state
+
+
 def _no_experience_update(state, params, experience, key):
     return state
 
@@ -86,6 +91,8 @@ class Strategy(NamedTuple):
       project: ``(grads, params, state, key, data_loss) -> grads``; ``data_loss(params, batch)``
         is the model's loss, for strategies that need reference gradients.
       after_step: ``(state, params_before, params_after, grads) -> state``.
+      observe: ``(state, batch, key) -> state`` after every step, with the step's
+        batch of the stream as it came, before ``augment`` (an online buffer's update).
       after_experience: ``(state, params, experience, key) -> state``.
     """
 
@@ -94,6 +101,7 @@ class Strategy(NamedTuple):
     penalty: Callable = _no_penalty
     project: Callable = _no_projection
     after_step: Callable = _no_step_update
+    observe: Callable = _no_observation
     after_experience: Callable = _no_experience_update
 
 
@@ -121,6 +129,10 @@ def compose(*strategies: Strategy) -> Strategy:
     def after_step(states, before, after, grads):
         return tuple(s.after_step(state, before, after, grads) for s, state in zip(strategies, states, strict=True))
 
+    def observe(states, batch, key):
+        keys = jax.random.split(key, len(strategies))
+        return tuple(s.observe(state, batch, k) for s, state, k in zip(strategies, states, keys, strict=True))
+
     def after_experience(states, params, experience, key):
         keys = jax.random.split(key, len(strategies))
         return tuple(
@@ -134,5 +146,6 @@ def compose(*strategies: Strategy) -> Strategy:
         penalty=penalty,
         project=project,
         after_step=after_step,
+        observe=observe,
         after_experience=after_experience,
     )

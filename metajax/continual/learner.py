@@ -108,8 +108,8 @@ def continual_learner(
                 if per_example_heads
                 else jnp.broadcast_to(experience.logit_mask, (batch_size, experience.logit_mask.shape[-1]))
             )
-            batch = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, jnp.ones((batch_size,)))
-            batch = strategy.augment(strategy_state, batch, augment_key)
+            arrived = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, jnp.ones((batch_size,)))
+            batch = strategy.augment(strategy_state, arrived, augment_key)
 
             def total_loss(p):
                 loss = data_loss(p, batch)
@@ -120,6 +120,8 @@ def continual_learner(
             updates, opt_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             strategy_state = strategy.after_step(strategy_state, params, new_params, grads)
+            # A key of its own, so that strategies without the hook keep the random streams they had.
+            strategy_state = strategy.observe(strategy_state, arrived, jax.random.fold_in(step_key, 2))
             return (new_params, opt_state, strategy_state), loss
 
         step_keys = jax.random.split(steps_key, rows.shape[0])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from metajax.continual.replay import BUFFER_UPDATES
+
 CONTINUAL_BENCHMARKS = ("split-gaussian", "split-mnist", "permuted-mnist", "split-omniglot")
 CONTINUAL_STRATEGIES = ("naive", "joint", "replay", "agem", "ewc", "online-ewc", "si", "lwf", "replay-ewc")
 BUFFER_POLICIES = ("reservoir", "class-balanced")
@@ -38,6 +40,7 @@ class ContinualConfig:
     experiences: int = 10
     buffer_size: int = 1000
     buffer_policy: str = "reservoir"
+    buffer_update: str = "experience"
     ewc_lambda: float = 100.0
     ewc_decay: float = 1.0
     fisher_samples: int = 1024
@@ -75,6 +78,8 @@ class ContinualConfig:
             raise ValueError(f"strategy must be one of {', '.join(CONTINUAL_STRATEGIES)}, got {self.strategy!r}")
         if self.optimizer not in CONTINUAL_OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(CONTINUAL_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.buffer_update not in BUFFER_UPDATES:
+            raise ValueError(f"buffer-update must be one of {', '.join(BUFFER_UPDATES)}, got {self.buffer_update!r}")
         if self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer-policy must be one of {', '.join(BUFFER_POLICIES)}, got {self.buffer_policy!r}")
         for name in ("buffer_size", "fisher_samples", "epochs", "batch_size", "seeds", "experiences"):

@@ -58,7 +58,12 @@ def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
             f"buffer-size {config.buffer_size} is larger than the whole stream "
             f"({stream.num_experiences * stream.train_x.shape[1]} training examples)"
         )
-    buffer = {"features": features, "num_outputs": outputs, "policy": config.buffer_policy}
+    buffer = {
+        "features": features,
+        "num_outputs": outputs,
+        "policy": config.buffer_policy,
+        "update": config.buffer_update,
+    }
     ewc_args = {
         "ewc_lambda": config.ewc_lambda,
         "fisher_samples": config.fisher_samples,
