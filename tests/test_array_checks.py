@@ -17,7 +17,7 @@ from metajax.meta import maml, protonets, reptile, softmax_cross_entropy
 from metajax.meta import mean_squared_error as meta_mse
 from metajax.meta.protonets import prototype_logits, prototypes
 from metajax.models import MLP
-from metajax.multitask import binary_cross_entropy, project_conflicting
+from metajax.multitask import binary_cross_entropy, project_conflicting, uncertainty_weighting
 from metajax.multitask import mean_squared_error as task_mse
 
 F32, I32 = jnp.float32, jnp.int32
@@ -160,6 +160,14 @@ BAD_CALLS = {
         partial(reservoir_add, empty_buffer(4, 2, 3), key=KEY),
         (_zeros((5, 2)), _zeros((5,), I32), jnp.ones((4, 3), bool)),
         ValueError, r"logit_mask must have shape \[outputs\] or \[examples, outputs = 3\] = \(5, 3\), got shape \(4,",
+    ),
+    "MLP input rank": (
+        _MLP.apply, (_PARAMS, _zeros((2,))),
+        ValueError, r"x must have shape \[batch, in_features\] = \(any, any\), got shape \(2,\)",
+    ),
+    "uncertainty weighting losses [tasks, 1]": (
+        uncertainty_weighting().task_terms, (jnp.zeros((2,)), _zeros((2, 1))),
+        ValueError, r"task_losses must have shape \[tasks\] = \(2,\), got shape \(2, 1\)",
     ),
 }  # fmt: skip
 

@@ -16,6 +16,8 @@ def minibatch_indices(key: jax.Array, num_examples: int, batch_size: int, num_ba
     As Reptile's ``_mini_batches``: shuffle, cut batches in order, reshuffle when
     the data runs out; a batch may straddle two epochs.
     """
+    if num_examples < 1:
+        raise ValueError(f"a task's support set must hold at least one example, got {num_examples}")
     total = batch_size * num_batches
     epochs = -(-total // num_examples)
     orders = jax.vmap(lambda k: jax.random.permutation(k, num_examples))(jax.random.split(key, epochs))

@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from metajax.array_checks import check_array
+
 
 class MLP(nn.Module):
     """``[batch, in] -> [batch, out]`` with ReLU between the hidden layers."""
@@ -14,6 +16,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        check_array("x", x, (None, None), "[batch, in_features]", dtype="floating")
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
         return nn.Dense(self.out_features, name="head")(x)  # Named for ANIL.

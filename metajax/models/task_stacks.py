@@ -79,3 +79,5 @@ def check_features(x: jax.Array, model: str) -> None:
     """A multi-task model reads ``[batch, features]`` rows."""
     if x.ndim != 2:
         raise ValueError(f"{model} input x must have shape [batch, features], got shape {x.shape}")
+    if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating):
+        raise TypeError(f"{model} input x must be a floating-point array, got dtype {x.dtype}")

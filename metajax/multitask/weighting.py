@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import check_array
+
 
 class LossWeighting(NamedTuple):
     init: Callable[[int], Any]
@@ -34,11 +36,22 @@ def _identity(weighting_params):
     return weighting_params
 
 
+def _check_task_losses(task_losses, per_task_params=None) -> None:
+    """One loss per task: ``[tasks]``, as many as the weighting has parameters (a ``[tasks, 1]`` would broadcast)."""
+    tasks = None if per_task_params is None else jnp.shape(per_task_params)[0]
+    check_array("task_losses", task_losses, (tasks,), "[tasks]", dtype="floating")
+
+
 def equal_weighting() -> LossWeighting:
     """The sum of the task losses, each with weight 1."""
+
+    def task_terms(weighting_params, task_losses):
+        _check_task_losses(task_losses)
+        return task_losses
+
     return LossWeighting(
         init=lambda num_tasks: (),
-        task_terms=lambda weighting_params, task_losses: task_losses,
+        task_terms=task_terms,
         weights=lambda weighting_params: None,
         weight_gradient=None,
         project=_identity,
@@ -52,9 +65,14 @@ def uncertainty_weighting() -> LossWeighting:
     sum_k exp(-s_k) L_k + s_k, the form most implementations use for both
     regression and classification (the paper's 1/2 factors only rescale it).
     """
+
+    def task_terms(log_variances, task_losses):
+        _check_task_losses(task_losses, log_variances)
+        return jnp.exp(-log_variances) * task_losses + log_variances
+
     return LossWeighting(
         init=lambda num_tasks: jnp.zeros((num_tasks,)),
-        task_terms=lambda log_variances, task_losses: jnp.exp(-log_variances) * task_losses + log_variances,
+        task_terms=task_terms,
         weights=lambda log_variances: jnp.exp(-log_variances),
         weight_gradient=None,
         project=_identity,
@@ -73,6 +91,7 @@ def gradnorm(alpha: float = 1.5) -> LossWeighting:
     """
 
     def task_terms(task_weights, task_losses):
+        _check_task_losses(task_losses, task_weights)
         # The model sees fixed weights; the weights get their own gradient below.
         return jax.lax.stop_gradient(task_weights) * task_losses
 
