@@ -1,6 +1,9 @@
 """Continual-learning strategies, buffers and metrics against plain references."""
 
+import functools
+
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +28,7 @@ from metajax.continual import (
     replay,
     synaptic_intelligence,
 )
+from metajax.continual.ewc import _dense_layers
 from metajax.continual.replay_buffer import class_balanced_add, empty_buffer, reservoir_add, sample
 from metajax.models import MLP
 
@@ -55,27 +59,46 @@ def test_metrics_on_a_hand_made_matrix():
         average_accuracy(np.zeros((2, 3)))
 
 
-def test_diagonal_fisher_equals_a_loop_of_per_example_gradients():
-    experience = _experience(0)
-    params = _params()
-    fisher = jax.jit(lambda p: diagonal_fisher(MODEL.apply, p, experience.x, experience.y, experience.logit_mask))(
-        params
-    )
+def _fisher_by_a_loop(apply_fn, params, experience):
     squares = []
     for i in range(N):
         grads = jax.grad(
             lambda p, i=i: masked_cross_entropy(
-                MODEL.apply(p, experience.x[i : i + 1]),
-                experience.y[i : i + 1],
-                experience.logit_mask[None],
-                jnp.ones(1),
+                apply_fn(p, experience.x[i : i + 1]), experience.y[i : i + 1], experience.logit_mask[None], jnp.ones(1)
             )
         )(params)
         squares.append(jax.tree.map(jnp.square, grads))
-    expected = jax.tree.map(lambda *s: sum(s) / N, *squares)
-    chex.assert_trees_all_close(fisher, expected, rtol=RTOL, atol=1e-8)
-    chunked = diagonal_fisher(MODEL.apply, params, experience.x, experience.y, experience.logit_mask, chunk_size=6)
-    chex.assert_trees_all_close(chunked, expected, rtol=RTOL, atol=1e-8)
+    return jax.tree.map(lambda *s: sum(s) / N, *squares)
+
+
+class _SharedDense(nn.Module):
+    """One Dense applied twice: its per-example squares do not factorize, so the general path must run."""
+
+    @nn.compact
+    def __call__(self, x):
+        layer = nn.Dense(FEATURES)
+        return nn.Dense(OUTPUTS)(layer(nn.relu(layer(x))))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("path", ["dense-shortcut", "per-example-chunks-of-1", "per-example-chunks-of-6"])
+def test_diagonal_fisher_equals_a_loop_of_per_example_gradients(path, jit):
+    experience, params = _experience(0), _params()
+    options = {"dense-shortcut": {}, "per-example-chunks-of-1": {"dense_shortcut": False, "chunk_size": 1},
+               "per-example-chunks-of-6": {"dense_shortcut": False, "chunk_size": 6}}[path]  # fmt: skip
+    fisher_of = functools.partial(diagonal_fisher, MODEL.apply, **options)
+    fisher = (jax.jit(fisher_of) if jit else fisher_of)(params, experience.x, experience.y, experience.logit_mask)
+    chex.assert_trees_all_close(fisher, _fisher_by_a_loop(MODEL.apply, params, experience), rtol=RTOL, atol=1e-8)
+
+
+def test_the_dense_shortcut_is_taken_only_where_it_is_exact():
+    experience, x = _experience(0), _experience(0).x
+    assert _dense_layers(MODEL.apply, _params(), x) == {("Dense_0",): (N, 6), ("head",): (N, OUTPUTS)}
+    shared = _SharedDense()
+    params = shared.init(jax.random.key(0), x[:1])
+    assert _dense_layers(shared.apply, params, x) is None
+    fisher = diagonal_fisher(shared.apply, params, x, experience.y, experience.logit_mask)
+    chex.assert_trees_all_close(fisher, _fisher_by_a_loop(shared.apply, params, experience), rtol=RTOL, atol=1e-8)
 
 
 @pytest.mark.parametrize("mode", ["separate", "online"])
