@@ -22,6 +22,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from run_record import provenance
 
@@ -53,11 +54,14 @@ def time_strategy(stream, strategy_name, seeds, batch_size, args):
         for e in range(stream.num_experiences)
     ]  # fmt: skip
     jax.block_until_ready(train(state, experiences[0], keys))  # compile
-    start = time.perf_counter()
-    for experience in experiences:
-        state, _ = train(state, experience, keys)
-    jax.block_until_ready(state)
-    return time.perf_counter() - start
+    seconds = []
+    for _ in range(args.repeats):  # Each repeat trains the whole stream again from the initial state.
+        start, trained = time.perf_counter(), state
+        for experience in experiences:
+            trained, _ = train(trained, experience, keys)
+        jax.block_until_ready(trained)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
 
 
 def matmul_flops(batch_size, steps):
@@ -78,6 +82,8 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 10])
+    parser.add_argument("--repeats", type=int, default=1, help="time each run this often, report the median")
+    parser.add_argument("--output", default=None, help="results JSON (default results/continual_cost_<backend>.json)")
     args = parser.parse_args()
     stream = split_mnist(load_mnist(args.data_dir), "class-il")
     examples = stream.train_x.shape[0] * stream.train_x.shape[1]
@@ -111,7 +117,8 @@ def main() -> None:
                     f"matmul {row['matmul_gflops_per_second']:.1f}"
                 )
             print(line)
-    output = Path(__file__).resolve().parent / "results" / f"continual_cost_{jax.default_backend()}.json"
+    default = Path(__file__).resolve().parent / "results" / f"continual_cost_{jax.default_backend()}.json"
+    output = Path(args.output) if args.output else default
     record = {
         **provenance(),
         "rows": rows,
