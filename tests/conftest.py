@@ -44,6 +44,8 @@ def pytest_configure(config):
         "ignore::DeprecationWarning:absl.*",
         "ignore::DeprecationWarning:google.protobuf.*",
         "ignore::FutureWarning:tensorflow_datasets.*",
+        # pytest-benchmark, where installed, says it is off under xdist's workers (-n 2).
+        "ignore:Benchmarks are automatically disabled",
     ):
         config.addinivalue_line("filterwarnings", known)
 
