@@ -91,8 +91,8 @@ class Strategy(NamedTuple):
       project: ``(grads, params, state, key, data_loss) -> grads``; ``data_loss(params, batch)``
         is the model's loss, for strategies that need reference gradients.
       after_step: ``(state, params_before, params_after, grads) -> state``.
-      observe: ``(state, batch, key) -> state`` after every step, with the step's
-        batch of the stream as it came, before ``augment`` (an online buffer's update).
+      observe: ``(state, batch, key) -> state`` after every step, with the step's batch
+        as it came from the stream, without what ``augment`` added (an online buffer's update).
       after_experience: ``(state, params, experience, key) -> state``.
     """
 

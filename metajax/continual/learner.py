@@ -135,9 +135,10 @@ def continual_learner(
     def accuracy(params, test_x, test_y, test_mask, logit_mask):
         """Accuracy per experience: ``test_x [e, m, features]``, ``test_y``/``test_mask [e, m]``,
         ``logit_mask [e, outputs]`` (each experience scored with its own head)."""
-        e, m = check_array("test_x", test_x, (None, None, None), "[experiences, examples, features]", dtype="floating")[
-            :2
-        ]
+        x_shape = check_array(
+            "test_x", test_x, (None, None, None), "[experiences, examples, features]", dtype="floating"
+        )
+        e, m = x_shape[:2]
         check_array("test_y", test_y, (e, m), "[experiences, examples]", dtype="integer")
         check_array("test_mask", test_mask, (e, m), "[experiences, examples]", dtype="bool")
         check_array("logit_mask", logit_mask, (e, None), "[experiences, outputs]", dtype="bool")

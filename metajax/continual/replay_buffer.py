@@ -39,7 +39,7 @@ def empty_buffer(capacity: int, features: int, num_outputs: int) -> ReplayBuffer
 
 def _check_offer(buffer: ReplayBuffer, x, y, logit_mask, key) -> jax.Array:
     """Checks examples offered to ``buffer``; returns their heads as ``[n, outputs]``."""
-    capacity, features = buffer.x.shape
+    features = buffer.x.shape[1]
     outputs = buffer.logit_mask.shape[-1]
     n = check_array("x", x, (None, features), f"[examples, features = {features}]", dtype="floating")[0]
     check_array("y", y, (n,), "[examples]", dtype="integer")
