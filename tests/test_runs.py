@@ -106,6 +106,21 @@ def test_workdir_of_another_config_is_refused_naming_the_fields(tmp_path, capsys
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_workdir_from_before_a_new_field_resumes_at_the_fields_default(tmp_path, capsys):
+    """Fields added later (here the continual optimizer and buffer update) are absent from older
+    workdirs; at their defaults the run is the one that version made, so it resumes; otherwise refused."""
+    args = ["continual", "--strategy", "replay", "--no-progress", "--workdir", str(tmp_path)]
+    assert main(args) == 0
+    config_file = tmp_path / "run_config.json"
+    older = {k: v for k, v in json.loads(config_file.read_text()).items() if k not in ("optimizer", "buffer_update")}
+    config_file.write_text(json.dumps(older))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming from the checkpoint" in capsys.readouterr().out
+    assert main([*args, "--optimizer", "sgd"]) == 2
+    assert "different config: optimizer (workdir: 'adam', now: 'sgd')" in capsys.readouterr().err
+
+
 def test_divergence_names_the_step_and_exits_non_zero(tmp_path, capsys):
     args = ["reptile", "--inner-lr", "1e4", "--meta-iters", "40", "--log-every", "10", "--no-progress"]
     assert main([*args, "--workdir", str(tmp_path)]) == 2

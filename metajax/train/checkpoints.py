@@ -13,6 +13,7 @@ rerun with a different config is refused, naming the differing fields.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -43,9 +44,11 @@ class ConfigMismatch(ValueError):
 class RunCheckpoints:
     """The checkpoints of one run: ``restore`` the latest, ``save`` new ones, ``close`` at the end."""
 
-    def __init__(self, workdir: str | Path, config: dict[str, Any], *, keep: int = 3):
+    def __init__(self, workdir: str | Path, config, *, keep: int = 3):
+        """``config``: the run's config dataclass (its field defaults also decide which workdirs resume)."""
         self.directory = Path(workdir).absolute() / "checkpoints"
-        self._check_config(Path(workdir) / "run_config.json", config)
+        defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+        self._check_config(Path(workdir) / "run_config.json", dataclasses.asdict(config), defaults)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
@@ -54,10 +57,13 @@ class RunCheckpoints:
         self._last_step: int | None = None
 
     @staticmethod
-    def _check_config(path: Path, config: dict[str, Any]) -> None:
-        config = json.loads(json.dumps(config))  # Tuples as lists, as they come back from the file.
+    def _check_config(path: Path, config: dict[str, Any], defaults: dict[str, Any]) -> None:
+        config, defaults = json.loads(json.dumps([config, defaults]))  # Tuples as lists, as in the file.
         if path.exists():
             stored = json.loads(path.read_text())
+            # A field the workdir lacks came with a later version; at its default it does what
+            # that version did, so the run resumes.
+            stored = {**{name: defaults[name] for name in set(config) - set(stored) if name in defaults}, **stored}
             differing = sorted(
                 name
                 for name in set(stored) | set(config)

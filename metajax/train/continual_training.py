@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -168,7 +167,7 @@ def train_and_evaluate(
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     if dry_run:  # Everything above validated the arguments and the data.
         return {"dry_run": True, **run_metadata(config)}
-    checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
+    checkpoints = RunCheckpoints(workdir, config)
     # Experiences done, accuracy rows so far and time trained, carried across a resumption.
     progress = {"experiences": 0, "rows": [], "train_seconds": 0.0}
     restored = checkpoints.restore(state)

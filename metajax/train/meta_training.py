@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from functools import partial
 from pathlib import Path
@@ -171,7 +170,7 @@ def train_and_evaluate(
     primary = is_primary_process()  # The one process of several hosts that writes files.
     if dry_run:  # Everything above validated the arguments and the data.
         return {"dry_run": True, **run_metadata(config)}
-    checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
+    checkpoints = RunCheckpoints(workdir, config)
 
     key = jax.random.key(config.seed)
     init_key, train_key, eval_key = jax.random.split(key, 3)

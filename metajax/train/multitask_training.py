@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,7 @@ def train_and_evaluate(
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     if dry_run:  # Everything above validated the arguments and the data.
         return {"dry_run": True, **run_metadata(config)}
-    checkpoints = RunCheckpoints(workdir, dataclasses.asdict(config))
+    checkpoints = RunCheckpoints(workdir, config)
     steps_per_epoch = train.x.shape[0] // config.batch_size
     # Everything beyond the state that the summary needs, carried across a resumption.
     progress = {"epoch": 0, "best_value": None, "best_epoch": 0, "best_validation": None, "steady_seconds": 0.0,
