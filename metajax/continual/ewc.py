@@ -75,8 +75,8 @@ def _dense_fisher(apply_fn, params, layers, x, y, mask) -> Any:
 
         def perturb(next_fun, args, kwargs, context):
             out = next_fun(*args, **kwargs)
-            path = tuple(context.module.scope.path)
-            if isinstance(context.module, nn.Dense) and context.method_name == "__call__" and path in layers:
+            if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
+                path = tuple(context.module.scope.path)
                 inputs[path] = args[0]
                 out = out + perturbations[path]
             return out
