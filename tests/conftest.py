@@ -6,7 +6,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# One compilation cache for the whole test session, in-process and in the
+# One compilation cache for the whole test session: in-process, in xdist's workers and in the
 # subprocesses the tests start (they inherit the environment): many tests
 # compile the same programs (a run, its killed twin, its resume), and on two
 # CPU cores compiling is most of their time. Measured on tests/test_runs.py -k
