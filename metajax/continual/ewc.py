@@ -30,6 +30,18 @@ class EWCState(NamedTuple):
     strength: jax.Array
 
 
+def _dense_call_path(context) -> tuple[str, ...] | None:
+    """The module path of an intercepted call when it is a flax ``Dense`` layer's forward pass."""
+    if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
+        return tuple(context.module.scope.path)
+    return None
+
+
+def _key_names(key_path) -> tuple:
+    """``("params", "Dense_0", "kernel")`` for a parameter leaf's key path."""
+    return tuple(getattr(k, "key", None) for k in key_path)
+
+
 def _dense_layers(apply_fn, params, x) -> dict[tuple[str, ...], tuple[int, ...]] | None:
     """The flax ``Dense`` layers of a forward pass, ``{module path: output shape}``, when they hold every
     parameter, each called once on ``[examples, features]`` rows; ``None`` otherwise."""
@@ -38,8 +50,8 @@ def _dense_layers(apply_fn, params, x) -> dict[tuple[str, ...], tuple[int, ...]]
 
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
-            path = tuple(context.module.scope.path)
+        path = _dense_call_path(context)
+        if path is not None:
             if path in outputs or jnp.ndim(args[0]) != 2:
                 unfit.append(path)  # Shared weights or rank > 2: the per-example square does not factorize.
             outputs[path] = out.shape
@@ -54,7 +66,7 @@ def _dense_layers(apply_fn, params, x) -> dict[tuple[str, ...], tuple[int, ...]]
 
     jax.eval_shape(forward, shapes(params), shapes(x))
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    names = [tuple(getattr(k, "key", None) for k in path) for path, _ in leaves]
+    names = [_key_names(path) for path, _ in leaves]
     covered = all(n[0] == "params" and n[1:-1] in outputs and n[-1] in ("kernel", "bias") for n in names)
     return outputs if outputs and covered and not unfit else None
 
@@ -75,8 +87,8 @@ def _dense_fisher(apply_fn, params, layers, x, y, mask) -> Any:
 
         def perturb(next_fun, args, kwargs, context):
             out = next_fun(*args, **kwargs)
-            if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
-                path = tuple(context.module.scope.path)
+            path = _dense_call_path(context)
+            if path is not None:
                 inputs[path] = args[0]
                 out = out + perturbations[path]
             return out
@@ -89,7 +101,7 @@ def _dense_fisher(apply_fn, params, layers, x, y, mask) -> Any:
     output_grads, inputs = jax.grad(summed_loss, has_aux=True)(zeros)
 
     def leaf_fisher(key_path, leaf):
-        names = tuple(getattr(k, "key", None) for k in key_path)
+        names = _key_names(key_path)
         d_squared = jnp.square(output_grads[names[1:-1]])
         if names[-1] == "bias":
             return jnp.sum(d_squared, axis=0) / n

@@ -33,8 +33,8 @@ def _buffer_strategy(capacity: int, features: int, num_outputs: int, policy: str
     def observe(buffer, batch, key):
         return add(buffer, batch.x, batch.y, batch.logit_mask, key=key)
 
-    init = Strategy(init=lambda params: replay_buffer.empty_buffer(capacity, features, num_outputs))
-    return init._replace(observe=observe) if update == "step" else init._replace(after_experience=after_experience)
+    buffer = Strategy(init=lambda params: replay_buffer.empty_buffer(capacity, features, num_outputs))
+    return buffer._replace(observe=observe) if update == "step" else buffer._replace(after_experience=after_experience)
 
 
 def replay(
