@@ -1,6 +1,6 @@
 """What continual strategies and seeds cost: training time of Split MNIST, against naive and a matmul roof.
 
-For each strategy, ``--seeds`` in {1, N} runs are trained together (vmapped)
+For each strategy, ``--seeds`` in {1, N} runs are trained together (vmapped, as the runner does)
 through the 5 experiences of Split MNIST (class-IL, MLP 2 x 400, Adam, 1
 epoch); the first experience is run once beforehand to compile, and the timed
 figure is the training of all 5 experiences. Printed beside it: the FLOP/s
@@ -31,7 +31,7 @@ from metajax.data.continual_streams import split_mnist
 from metajax.data.mnist import load_mnist
 from metajax.models import MLP
 from metajax.train.continual_config import ContinualConfig
-from metajax.train.continual_training import build_strategy
+from metajax.train.continual_training import build_strategy, vmap_runs
 
 HIDDEN = (400, 400)
 
@@ -47,7 +47,8 @@ def time_strategy(stream, strategy_name, seeds, batch_size, args):
     )
     keys = jax.random.split(jax.random.key(0), seeds)
     state = jax.vmap(learner.init)(jax.vmap(model.init, in_axes=(0, None))(keys, jnp.zeros((1, 784))))
-    train = jax.jit(jax.vmap(lambda s, e, k: learner.train_experience(s, e, key=k), in_axes=(0, None, 0)))
+    # As the runner does: vmapped over the seed axis, a lone seed squeezed out.
+    train = jax.jit(vmap_runs(lambda s, e, k: learner.train_experience(s, e, key=k), (0, None, 0)))
     experiences = [
         Experience(jnp.asarray(stream.train_x[e]), jnp.asarray(stream.train_y[e]), jnp.asarray(stream.logit_mask[e]),
                    jnp.asarray(e))

@@ -1,6 +1,7 @@
 """Continual-learning strategies, buffers and metrics against plain references."""
 
 import functools
+import re
 
 import chex
 import flax.linen as nn
@@ -31,6 +32,7 @@ from metajax.continual import (
 from metajax.continual.ewc import _dense_layers
 from metajax.continual.replay_buffer import class_balanced_add, empty_buffer, reservoir_add, sample
 from metajax.models import MLP
+from metajax.train.continual_training import vmap_runs
 
 FEATURES, OUTPUTS, N, BATCH = 5, 4, 24, 8
 RTOL, ATOL = 1e-4, 1e-6
@@ -304,6 +306,28 @@ def test_vmapped_seeds_equal_separate_runs():
         chex.assert_trees_all_close(
             jax.tree.map(lambda p, i=i: p[i], batched.params), state.params, rtol=RTOL, atol=ATOL
         )
+
+
+@pytest.mark.parametrize("runs", [1, 3])
+def test_vmap_runs_equals_vmap_and_runs_a_lone_run_without_batched_matmuls(runs):
+    learner = continual_learner(MODEL.apply, naive(), optax.adam(1e-2), epochs=1, batch_size=BATCH)
+    keys = jax.random.split(jax.random.key(4), runs)
+    states = jax.vmap(learner.init)(jax.vmap(lambda k: MODEL.init(k, jnp.zeros((1, FEATURES))))(keys))
+    experience = _experience(0)
+
+    def train(state, key):
+        return learner.train_experience(state, experience, key=key)
+
+    expected, _ = jax.vmap(train)(states, keys)
+    actual, _ = jax.jit(vmap_runs(train, (0, 0)))(states, keys)
+    chex.assert_trees_all_close(actual, expected, rtol=RTOL, atol=ATOL)
+    chex.assert_trees_all_equal_shapes(actual, expected)
+    # A matmul with batch dimensions prints as dimension_numbers=(([..], [..]), ([b..], [b..])).
+    program = str(jax.make_jaxpr(vmap_runs(train, (0, 0)))(states, keys))
+    batched_matmuls = re.findall(
+        r"dot_general\[[^]]*?dimension_numbers=\(\(\[[\d, ]*\], \[[\d, ]*\]\), \(\[\d", program
+    )
+    assert bool(batched_matmuls) == (runs > 1)
 
 
 def test_agem_projects_only_conflicting_gradients():
