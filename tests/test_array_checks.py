@@ -13,8 +13,10 @@ from metajax.array_checks import check_array, check_key
 from metajax.continual import continual_learner, diagonal_fisher, masked_cross_entropy, naive
 from metajax.continual.replay_buffer import empty_buffer, reservoir_add
 from metajax.data import TaskBatch, few_shot_sampler, sinusoid_sampler
+from metajax.data.correlated_regression import CorrelatedTaskParameters, correlated_task_examples
 from metajax.meta import maml, protonets, reptile, softmax_cross_entropy
 from metajax.meta import mean_squared_error as meta_mse
+from metajax.meta.base import predict_queries, task_scores
 from metajax.meta.protonets import prototype_logits, prototypes
 from metajax.models import MLP
 from metajax.multitask import binary_cross_entropy, project_conflicting, uncertainty_weighting
@@ -169,6 +171,19 @@ BAD_CALLS = {
         uncertainty_weighting().task_terms, (jnp.zeros((2,)), _zeros((2, 1))),
         ValueError, r"task_losses must have shape \[tasks\] = \(2,\), got shape \(2, 1\)",
     ),
+    "predict_queries query examples unlike the support's": (
+        partial(predict_queries, _MLP.apply, _PARAMS, transductive=True), (_zeros((6, 2)), _zeros((3, 5))),
+        ValueError, r"query_x must have shape \[queries, 2\] = \(any, 2\), got shape \(3, 5\)",
+    ),
+    "task_scores class labels without a class axis": (
+        partial(task_scores, softmax_cross_entropy), (_zeros((4,)), _zeros((4,), I32)),
+        ValueError, r"predictions must have shape \[\*targets.shape = \(4,\), classes\] = \(4, any\), got shape \(4,\)",
+    ),
+    "synthetic task examples betas unlike alphas": (
+        lambda key, parameters: correlated_task_examples(key, parameters, 3),
+        (KEY, CorrelatedTaskParameters(_zeros((2, 5)), _zeros((5,)), _zeros((4,)))),
+        ValueError, r"parameters.betas must have shape \[sines\] like alphas = \(5,\), got shape \(4,\)",
+    ),
 }  # fmt: skip
 
 
@@ -198,8 +213,10 @@ def test_host_side_functions_name_their_arguments():
     import numpy as np
 
     from metajax.data.continual_streams import split_mnist
+    from metajax.data.errors import DataError
     from metajax.data.mnist import LabeledImages, MnistSplits
     from metajax.data.multitask import MultiTaskBatch
+    from metajax.data.omniglot import to_class_bank, with_rotations
     from metajax.multitask.evaluation import score_split
     from metajax.train.evaluation import evaluate_tasks, mean_and_ci95
 
@@ -212,6 +229,10 @@ def test_host_side_functions_name_their_arguments():
         ValueError, match=re.escape("data.y must have shape [examples, tasks] = (6, 2), got shape (6, 3)")
     ):
         score_split(None, None, MultiTaskBatch(np.zeros((6, 4)), np.zeros((6, 3))), ["a", "b"], ["binary"] * 2)
+    with pytest.raises(DataError, match=re.escape("raw.npz: expected images [n, 105, 105] and labels [n], got shapes")):
+        to_class_bank(np.zeros((20, 28, 28), bool), np.zeros((20,), np.int32), "raw.npz")
+    with pytest.raises(ValueError, match=re.escape("bank must have shape [classes, examples, size, size, channels]")):
+        with_rotations(np.zeros((2, 20, 28, 28)))
     with pytest.raises(ValueError, match=re.escape("evaluate_chunk's 'accuracy' must have shape [chunk_size] = (4,)")):
         evaluate_tasks(lambda key: {"accuracy": jnp.zeros((3,))}, key=KEY, num_tasks=8, chunk_size=4)
 

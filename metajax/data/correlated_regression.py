@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import check_array, check_key
 from metajax.data.multitask import MultiTaskBatch, MultiTaskDataset
 
 
@@ -48,6 +49,12 @@ def correlated_task_examples(
     key: jax.Array, parameters: CorrelatedTaskParameters, num_examples: int, *, noise_std: float = 0.1
 ) -> MultiTaskBatch:
     """``num_examples`` rows ``x [n, features]``, ``y [n, 2]`` of the two tasks."""
+    check_key("key", key)
+    check_array("parameters.weights", parameters.weights, (2, None), "[2, features]", dtype="floating")
+    sines = check_array("parameters.alphas", parameters.alphas, (None,), "[sines]", dtype="floating")
+    check_array("parameters.betas", parameters.betas, sines, "[sines] like alphas", dtype="floating")
+    if num_examples < 1:
+        raise ValueError(f"num_examples must be positive, got {num_examples}")
     x_key, noise_key = jax.random.split(key)
     x = jax.random.normal(x_key, (num_examples, parameters.weights.shape[1]))
     linear = x @ parameters.weights.T  # [n, 2]

@@ -52,6 +52,11 @@ def to_class_bank(ink: np.ndarray, labels: np.ndarray, source: str) -> np.ndarra
 
     Both sources go through this one function, which is what makes them agree.
     """
+    if np.ndim(ink) != 3 or np.shape(ink)[1:] != (RAW_SIZE, RAW_SIZE) or np.shape(labels) != np.shape(ink)[:1]:
+        raise DataError(
+            f"{source}: expected images [n, {RAW_SIZE}, {RAW_SIZE}] and labels [n], got shapes "
+            f"{np.shape(ink)} and {np.shape(labels)}; the data is not Omniglot as metajax reads it"
+        )
     order = np.argsort(labels, kind="stable")
     classes, counts = np.unique(labels, return_counts=True)
     if not np.all(counts == EXAMPLES_PER_CLASS):
@@ -77,6 +82,9 @@ def to_class_bank(ink: np.ndarray, labels: np.ndarray, source: str) -> np.ndarra
 
 def with_rotations(bank: np.ndarray) -> np.ndarray:
     """Appends the 90/180/270 degree rotations of every class as new classes."""
+    shape = np.shape(bank)
+    if len(shape) != 5 or shape[2] != shape[3]:
+        raise ValueError(f"bank must have shape [classes, examples, size, size, channels], got shape {shape}")
     return np.concatenate([np.rot90(bank, k, axes=(2, 3)) for k in range(4)], axis=0)
 
 

@@ -76,6 +76,8 @@ def predict_queries(
     Otherwise each query example is predicted in a batch with the support set
     alone, so no query example sees another (the Reptile paper's setting).
     """
+    support_shape = check_array("support_x", support_x, (None, ...), "[support, ...]")
+    check_array("query_x", query_x, (None, *support_shape[1:]), f"[queries, {', '.join(map(str, support_shape[1:]))}]")
     if transductive:
         return apply_fn(params, query_x)
     return jax.vmap(lambda q: apply_fn(params, jnp.concatenate([support_x, q[None]]))[-1])(query_x)
@@ -83,6 +85,9 @@ def predict_queries(
 
 def task_scores(loss_fn: LossFn, predictions: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
     """``loss``, and ``accuracy`` when the targets are integer class labels."""
+    if jnp.issubdtype(jnp.result_type(targets), jnp.integer):  # Class labels: a score per class.
+        target_shape = tuple(jnp.shape(targets))
+        check_array("predictions", predictions, (*target_shape, None), f"[*targets.shape = {target_shape}, classes]")
     scores = {"loss": loss_fn(predictions, targets)}
     if jnp.issubdtype(targets.dtype, jnp.integer):
         scores["accuracy"] = jnp.mean(jnp.argmax(predictions, axis=-1) == targets)
