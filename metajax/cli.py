@@ -113,7 +113,10 @@ def _add_meta_parser(subparsers, algorithm: str) -> None:
         parser.add_argument("--inner-lr", type=float, help="inner step size (Meta-SGD: its initial value)")
     if algorithm == "reptile":
         parser.add_argument(
-            "--train-shots", type=_positive_int, help="examples per class in meta-training tasks (default: --shots)"
+            "--train-shots",
+            type=_positive_int,
+            help="examples per class in meta-training tasks (default: 10 on Omniglot, as in the Reptile paper; "
+            "--shots on sinusoid)",
         )
         parser.add_argument("--inner-batch", type=_positive_int, help="mini-batch size of the inner steps")
         parser.add_argument("--eval-inner-batch", type=_positive_int, help="their mini-batch size at evaluation")

@@ -68,6 +68,14 @@ def test_options_of_another_algorithm_are_refused():
         main(["protonets", "--inner-steps", "3"])
 
 
+def test_reptile_trains_omniglot_on_ten_shots_as_the_paper_unless_told():
+    """The Reptile paper trains 1-shot and 5-shot learners alike on tasks of 10 examples per class."""
+    for shots in (1, 5):
+        assert MetaLearningConfig(dataset="omniglot", shots=shots).resolved().train_shots == 10
+    assert MetaLearningConfig(dataset="omniglot", shots=1, train_shots=3).resolved().train_shots == 3
+    assert MetaLearningConfig(dataset="sinusoid", shots=7).resolved().train_shots == 7
+
+
 def test_diverging_adaptation_is_reported_not_averaged(tmp_path, capsys):
     args = ["meta-sgd", *TINY, "--inner-lr", "1.5", "--eval-inner-steps", "30", "--workdir", str(tmp_path)]
     assert main(args) == 2

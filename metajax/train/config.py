@@ -39,7 +39,10 @@ class MetaLearningConfig:
     Omniglot preset is the Reptile paper's (arXiv 1803.02999, appendix, and
     its ``run_omniglot.py`` commands): Adam with beta1 = 0 and learning rate
     1e-3, 5 inner steps of 10 examples, meta-batch 5, meta step size 1.0
-    annealed to 0 over 100k iterations, 50 evaluation steps of 5 examples.
+    annealed to 0 over 100k iterations, 50 evaluation steps of 5 examples,
+    and training tasks of 10 examples per class whatever ``shots`` the
+    evaluation uses (its commands' ``--train-shots 10``; with 1-shot training
+    tasks an inner batch of 10 would cycle through 5 examples).
     MAML's (arXiv 1703.03400, section 5.2): one inner step of size 0.4 in
     training, three at test time, meta-batch 32, Adam 1e-3, 60k iterations;
     ANIL, Meta-SGD and first-order MAML share it. ProtoNets (arXiv 1703.05175):
@@ -147,9 +150,9 @@ class MetaLearningConfig:
 
 REPTILE_PRESETS: dict[str, dict] = {
     "omniglot": dict(
-        ways=5, shots=1, query_shots=1, meta_batch=5, inner_steps=5, inner_batch=10, eval_inner_steps=50,
-        eval_inner_batch=5, inner_optimizer="adam", inner_lr=1e-3, meta_step_size=1.0, meta_step_size_final=0.0,
-        meta_iters=100_000, eval_tasks=1000, eval_chunk=100, log_every=100,
+        ways=5, shots=1, train_shots=10, query_shots=1, meta_batch=5, inner_steps=5, inner_batch=10,
+        eval_inner_steps=50, eval_inner_batch=5, inner_optimizer="adam", inner_lr=1e-3, meta_step_size=1.0,
+        meta_step_size_final=0.0, meta_iters=100_000, eval_tasks=1000, eval_chunk=100, log_every=100,
     ),
     # The Reptile paper's sinusoid demo (inner SGD 0.02, meta step size 0.1), sized to
     # finish in well under a minute on a laptop CPU.
