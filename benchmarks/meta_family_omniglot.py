@@ -12,6 +12,7 @@ against training seconds for all learners on the same axes
 
     python benchmarks/meta_family_omniglot.py --data-dir ../shared/data/omniglot --budget 60
     python benchmarks/meta_family_omniglot.py --replot      # redraw from the JSON
+    python benchmarks/meta_family_omniglot.py --algorithms reptile --output OTHER.json   # a subset, apart
 """
 
 from __future__ import annotations
@@ -123,20 +124,22 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replot", action="store_true")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON; the plot goes beside it")
     args = parser.parse_args()
+    output = args.output
     if args.replot:
-        plot(json.loads(RESULTS.read_text()), RESULTS.with_suffix(".png"))
+        plot(json.loads(output.read_text()), output.with_suffix(".png"))
         return
     result = {"benchmark": "few-shot learners on Omniglot under one time budget", **provenance(), "config": vars(args),
               "runs": []}  # fmt: skip
-    RESULTS.parent.mkdir(exist_ok=True)
+    output.parent.mkdir(exist_ok=True)
     for shots in args.shots:
         for algorithm in args.algorithms:
             result["runs"].append(run_one(algorithm, shots, args))
             # After every run, so a stopped benchmark keeps what it measured.
-            RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, RESULTS.with_suffix(".png"))
-    print(f"wrote {RESULTS} and {RESULTS.with_suffix('.png')}")
+            output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    plot(result, output.with_suffix(".png"))
+    print(f"wrote {output} and {output.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
