@@ -56,7 +56,10 @@ def train_seeds(model, correlation: float, seeds: int, args) -> dict[str, np.nda
     def one_seed(seed):
         # The data depends on the seed only, so every model sees the same draws.
         data = correlated_regression_dataset(
-            jax.random.fold_in(jax.random.key(0), seed), correlation=correlation, scale=args.scale
+            jax.random.fold_in(jax.random.key(0), seed),
+            correlation=correlation,
+            scale=args.scale,
+            split_sizes=(args.train_rows, 1_000, 1_000),
         )
         init_key, train_key = jax.random.split(jax.random.fold_in(jax.random.key(1), seed))
         state = trainer.init(model.init(init_key, data.train.x[:1]))
@@ -73,10 +76,28 @@ def train_seeds(model, correlation: float, seeds: int, args) -> dict[str, np.nda
     return {"train_loss": np.asarray(train_loss), "test_loss": np.asarray(test_loss)}
 
 
-def paired_gap(by_model: dict, first: str, second: str) -> dict[str, float]:
-    """Mean and standard error over seeds of ``first``'s final test loss minus ``second``'s."""
-    gaps = np.subtract(by_model[first]["final_test_loss_per_seed"], by_model[second]["final_test_loss_per_seed"])
-    return {"mean": float(gaps.mean()), "stderr": float(gaps.std(ddof=1) / np.sqrt(len(gaps)))}
+def mean_and_stderr(values) -> dict[str, float]:
+    values = np.asarray(values)
+    return {"mean": float(values.mean()), "stderr": float(values.std(ddof=1) / np.sqrt(len(values)))}
+
+
+def paired_gap(by_model: dict, first: str, second: str, split: str = "test") -> dict[str, float]:
+    """Mean and standard error over seeds of ``first``'s final ``split`` loss minus ``second``'s."""
+    field = f"final_{split}_loss_per_seed"
+    return mean_and_stderr(np.subtract(by_model[first][field], by_model[second][field]))
+
+
+def correlation_cost(results: dict, model: str, split: str) -> dict[str, float]:
+    """A model's final ``split`` loss at the lowest correlation minus at the highest, paired by seed.
+
+    A seed draws the same directions, sines, inputs and noise whatever p is
+    (only w2's mix of u1 and u2 changes), so the seeds pair across p too. The
+    paper's figure 4: this cost is much smaller for MMoE than for OMoE and
+    shared-bottom.
+    """
+    field = f"final_{split}_loss_per_seed"
+    low, high = results[min(results)][model][field], results[max(results)][model][field]
+    return mean_and_stderr(np.subtract(low, high))
 
 
 def plot(results: dict, path: Path) -> None:
@@ -86,21 +107,27 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     correlations = list(results)
-    figure, axes = plt.subplots(1, len(correlations), figsize=(4.2 * len(correlations), 3.6), sharey=True)
-    for axis, correlation in zip(np.atleast_1d(axes), correlations, strict=True):
-        for name in ("shared-bottom", "omoe", "mmoe"):
-            runs = results[correlation][name]
-            curve = np.asarray(runs["test_loss_mean_per_epoch"])
-            # The band is the standard error of the mean over seeds.
-            spread = np.asarray(runs["test_loss_std_per_epoch"]) / np.sqrt(len(runs["final_test_loss_per_seed"]))
-            epochs = np.arange(1, len(curve) + 1)
-            axis.plot(epochs, curve, label=name)
-            axis.fill_between(epochs, curve - spread, curve + spread, alpha=0.2)
-        axis.set_title(f"correlation p = {correlation}")
-        axis.set_xlabel("epoch")
-        axis.set_yscale("log")
-    np.atleast_1d(axes)[0].set_ylabel("test loss (MSE, both tasks summed)")
-    np.atleast_1d(axes)[0].legend()
+    splits = [split for split in ("test", "train") if f"{split}_loss_std_per_epoch" in results[correlations[0]]["mmoe"]]
+    figure, axes = plt.subplots(
+        len(splits), len(correlations), figsize=(4.2 * len(correlations), 3.6 * len(splits)), sharey="row",
+        squeeze=False,
+    )  # fmt: skip
+    for row, split in zip(axes, splits, strict=True):
+        for axis, correlation in zip(row, correlations, strict=True):
+            for name in ("shared-bottom", "omoe", "mmoe"):
+                runs = results[correlation][name]
+                curve = np.asarray(runs[f"{split}_loss_mean_per_epoch"])
+                # The band is the standard error of the mean over seeds.
+                seeds = len(runs["final_test_loss_per_seed"])
+                spread = np.asarray(runs[f"{split}_loss_std_per_epoch"]) / np.sqrt(seeds)
+                epochs = np.arange(1, len(curve) + 1)
+                axis.plot(epochs, curve, label=name)
+                axis.fill_between(epochs, curve - spread, curve + spread, alpha=0.2)
+            axis.set_title(f"correlation p = {correlation}")
+            axis.set_xlabel("epoch")
+            axis.set_yscale("log")
+        row[0].set_ylabel(f"{split} loss (MSE, both tasks summed)")
+    axes[0][0].legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -111,6 +138,7 @@ def main() -> None:
     parser.add_argument("--correlations", type=float, nargs="+", default=[1.0, 0.9, 0.5, 0.0])
     parser.add_argument("--scale", type=float, default=0.3, help="c, the norm of w1 and w2")
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--train-rows", type=int, default=10_000, help="training rows per data draw")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
@@ -139,9 +167,11 @@ def main() -> None:
                 "final_test_loss_std": float(final.std()),
                 "final_test_loss_per_seed": final.tolist(),
                 "final_train_loss_mean": float(runs["train_loss"][:, -1].mean()),
+                "final_train_loss_per_seed": runs["train_loss"][:, -1].tolist(),
                 "test_loss_mean_per_epoch": runs["test_loss"].mean(axis=0).tolist(),
                 "test_loss_std_per_epoch": runs["test_loss"].std(axis=0).tolist(),
                 "train_loss_mean_per_epoch": runs["train_loss"].mean(axis=0).tolist(),
+                "train_loss_std_per_epoch": runs["train_loss"].std(axis=0).tolist(),
                 "seconds_all_seeds_with_compilation": seconds,
             }
             print(f"{correlation:>5} {name:>14} {final.mean():>30.4f} +- {final.std():.4f} {seconds:>8.1f}")
@@ -152,6 +182,20 @@ def main() -> None:
         by_model["shared_bottom_minus_mmoe"] = gap
         print(
             f"p = {correlation}: shared-bottom minus MMoE final test loss = {gap['mean']:+.4f} +- {gap['stderr']:.4f}"
+        )
+
+    if len(results) > 1:
+        print(f"final loss at p = {min(results)} minus at p = {max(results)} (paired by seed; the paper's figure 4):")
+        costs = {}
+        for name in ("shared-bottom", "omoe", "mmoe"):
+            costs[name] = {split: correlation_cost(results, name, split) for split in ("train", "test")}
+            line = "  ".join(f"{split} {c['mean']:+.4f} +- {c['stderr']:.4f}" for split, c in costs[name].items())
+            print(f"{name:>14}  {line}")
+    for correlation, by_model in results.items():
+        gap = paired_gap(by_model, "shared-bottom", "mmoe", "train")
+        by_model["shared_bottom_minus_mmoe_train"] = gap
+        print(
+            f"p = {correlation}: shared-bottom minus MMoE final train loss = {gap['mean']:+.4f} +- {gap['stderr']:.4f}"
         )
 
     output = Path(args.output)
@@ -166,6 +210,7 @@ def main() -> None:
             )
         ),
         "results": {str(k): v for k, v in results.items()},
+        "correlation_cost": costs if len(results) > 1 else None,
     }  # fmt: skip
     output.write_text(json.dumps(record, indent=1) + "\n")
     plot(results, output.with_suffix(".png"))
