@@ -177,26 +177,21 @@ def main() -> None:
             print(f"{correlation:>5} {name:>14} {final.mean():>30.4f} +- {final.std():.4f} {seconds:>8.1f}")
     # Every model sees the same data draw for a given seed, so the per-seed
     # (paired) difference is the sharp comparison.
-    for correlation, by_model in results.items():
-        gap = paired_gap(by_model, "shared-bottom", "mmoe")
-        by_model["shared_bottom_minus_mmoe"] = gap
-        print(
-            f"p = {correlation}: shared-bottom minus MMoE final test loss = {gap['mean']:+.4f} +- {gap['stderr']:.4f}"
-        )
-
+    for split, field in (("test", "shared_bottom_minus_mmoe"), ("train", "shared_bottom_minus_mmoe_train")):
+        for correlation, by_model in results.items():
+            gap = by_model[field] = paired_gap(by_model, "shared-bottom", "mmoe", split)
+            print(
+                f"p = {correlation}: shared-bottom minus MMoE final {split} loss = "
+                f"{gap['mean']:+.4f} +- {gap['stderr']:.4f}"
+            )
+    costs = None
     if len(results) > 1:
         print(f"final loss at p = {min(results)} minus at p = {max(results)} (paired by seed; the paper's figure 4):")
-        costs = {}
-        for name in ("shared-bottom", "omoe", "mmoe"):
-            costs[name] = {split: correlation_cost(results, name, split) for split in ("train", "test")}
-            line = "  ".join(f"{split} {c['mean']:+.4f} +- {c['stderr']:.4f}" for split, c in costs[name].items())
+        costs = {name: {split: correlation_cost(results, name, split) for split in ("train", "test")}
+                 for name in ("shared-bottom", "omoe", "mmoe")}  # fmt: skip
+        for name, by_split in costs.items():
+            line = "  ".join(f"{split} {c['mean']:+.4f} +- {c['stderr']:.4f}" for split, c in by_split.items())
             print(f"{name:>14}  {line}")
-    for correlation, by_model in results.items():
-        gap = paired_gap(by_model, "shared-bottom", "mmoe", "train")
-        by_model["shared_bottom_minus_mmoe_train"] = gap
-        print(
-            f"p = {correlation}: shared-bottom minus MMoE final train loss = {gap['mean']:+.4f} +- {gap['stderr']:.4f}"
-        )
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -210,7 +205,7 @@ def main() -> None:
             )
         ),
         "results": {str(k): v for k, v in results.items()},
-        "correlation_cost": costs if len(results) > 1 else None,
+        "correlation_cost": costs,
     }  # fmt: skip
     output.write_text(json.dumps(record, indent=1) + "\n")
     plot(results, output.with_suffix(".png"))
