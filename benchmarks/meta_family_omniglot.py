@@ -13,6 +13,7 @@ against training seconds for all learners on the same axes
     python benchmarks/meta_family_omniglot.py --data-dir ../shared/data/omniglot --budget 60
     python benchmarks/meta_family_omniglot.py --replot      # redraw from the JSON
     python benchmarks/meta_family_omniglot.py --algorithms reptile --output OTHER.json   # a subset, apart
+    python benchmarks/meta_family_omniglot.py --data-dir ... --budget 60 --resume   # finish a stopped run
 """
 
 from __future__ import annotations
@@ -112,6 +113,21 @@ def plot(result: dict, path: Path) -> None:
     plt.close(figure)
 
 
+# Settings that change what a run measures; the others (which runs, where to write) may differ on resume.
+RUN_SETTINGS = ("data_dir", "budget", "chunk", "curve_tasks", "points", "eval_tasks", "seed")
+
+
+def resumed_result(previous: dict, fresh: dict) -> dict:
+    """The earlier, stopped benchmark's result, to be completed, if it measured with the same settings."""
+    differing = [name for name in RUN_SETTINGS if previous["config"].get(name) != fresh["config"][name]]
+    if differing:
+        raise SystemExit(f"--resume: the existing results were measured with other settings ({', '.join(differing)}); "
+                         "rerun with those settings or write to another --output")  # fmt: skip
+    resumed = dict(fresh, runs=previous["runs"])
+    resumed["resumed_from"] = {key: previous[key] for key in ("command", "machine", "jax_version") if key in previous}
+    return resumed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(BENCH_DIR.parents[1] / "shared" / "data" / "omniglot"))
@@ -125,6 +141,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replot", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON; the plot goes beside it")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --output and do only the missing ones (same settings required)")
     args = parser.parse_args()
     output = args.output
     if args.replot:
@@ -132,9 +150,15 @@ def main() -> None:
         return
     result = {"benchmark": "few-shot learners on Omniglot under one time budget", **provenance(), "config": vars(args),
               "runs": []}  # fmt: skip
+    if args.resume and output.exists():
+        result = resumed_result(json.loads(output.read_text()), result)
+    done = {(run["algorithm"], run["shots"]) for run in result["runs"]}
     output.parent.mkdir(exist_ok=True)
     for shots in args.shots:
         for algorithm in args.algorithms:
+            if (algorithm, shots) in done:
+                print(f"{algorithm} {shots}-shot: kept from {output}")
+                continue
             result["runs"].append(run_one(algorithm, shots, args))
             # After every run, so a stopped benchmark keeps what it measured.
             output.write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -216,6 +216,9 @@ def _add_continual_parser(subparsers) -> None:
         default="experience",
         help="when the buffer takes examples: each experience at its end, or each batch after its step (online)",
     )
+    parser.add_argument(
+        "--replay-batch", type=int, help="buffer examples added to each training batch (default: --batch-size)"
+    )
     parser.add_argument("--ewc-lambda", type=float, default=100.0)
     parser.add_argument("--ewc-decay", type=float, default=1.0, help="online EWC's decay of the old Fisher")
     parser.add_argument("--fisher-samples", type=int, default=1024, help="examples per experience for the Fisher")

@@ -179,6 +179,21 @@ def test_sample_is_weightless_while_the_buffer_is_empty():
     assert x.shape == (4, 2) and float(weight.sum()) == 0.0
 
 
+@pytest.mark.parametrize("replay_batch, rows", [(None, 2 * BATCH), (3, BATCH + 3)])
+def test_replay_extends_each_batch_by_replay_batch_buffer_examples(replay_batch, rows):
+    strategy = replay(6, features=FEATURES, num_outputs=OUTPUTS, replay_batch=replay_batch)
+    experience = _experience(0)
+    buffer = strategy.after_experience(strategy.init(None), None, experience, jax.random.key(1))
+    batch = ContinualBatch(experience.x[:BATCH], experience.y[:BATCH], jnp.ones((BATCH, OUTPUTS), bool), jnp.ones(BATCH))
+    extended = jax.jit(strategy.augment)(buffer, batch, jax.random.key(2))
+    chex.assert_shape(extended.x, (rows, FEATURES))
+    chex.assert_trees_all_equal(extended.x[:BATCH], batch.x)
+    # The appended rows are examples the buffer holds, at full weight once it is filled.
+    held = {tuple(np.asarray(row)) for row in buffer.x[: int(buffer.filled)]}
+    assert all(tuple(np.asarray(row)) in held for row in extended.x[BATCH:])
+    assert float(extended.weight[BATCH:].min()) == 1.0
+
+
 def _reference_naive_run(params, experiences, key, optimizer, reset_optimizer):
     """Plain SGD over the same shuffled batches the learner draws, one Python step at a time."""
     opt_state = optimizer.init(params)
@@ -386,6 +401,8 @@ def test_bad_arguments_are_refused():
         replay(0, features=FEATURES, num_outputs=OUTPUTS).init(None)
     with pytest.raises(ValueError, match="buffer policy must be 'reservoir' or 'class-balanced'"):
         replay(4, features=FEATURES, num_outputs=OUTPUTS, policy="fifo")
+    with pytest.raises(ValueError, match="replay batch must be a positive integer or None, got 0"):
+        replay(4, features=FEATURES, num_outputs=OUTPUTS, replay_batch=0)
     with pytest.raises(ValueError, match="buffer update must be one of experience, step, got 'sometimes'"):
         replay(4, features=FEATURES, num_outputs=OUTPUTS, update="sometimes")
     with pytest.raises(ValueError, match="EWC mode must be 'separate' or 'online'"):

@@ -55,6 +55,8 @@ def replay(
     online ER of Chaudhry et al., which needs no task boundaries and also
     replays the current experience), by reservoir sampling or class-balanced.
     """
+    if replay_batch is not None and (not isinstance(replay_batch, int) or replay_batch < 1):
+        raise ValueError(f"replay batch must be a positive integer or None, got {replay_batch!r}")
 
     def augment(buffer, batch, key):
         x, y, mask, weight = replay_buffer.sample(buffer, replay_batch or batch.x.shape[0], key=key)

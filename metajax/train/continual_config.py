@@ -41,6 +41,7 @@ class ContinualConfig:
     buffer_size: int = 1000
     buffer_policy: str = "reservoir"
     buffer_update: str = "experience"
+    replay_batch: int | None = None
     ewc_lambda: float = 100.0
     ewc_decay: float = 1.0
     fisher_samples: int = 1024
@@ -82,8 +83,10 @@ class ContinualConfig:
             raise ValueError(f"buffer-update must be one of {', '.join(BUFFER_UPDATES)}, got {self.buffer_update!r}")
         if self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer-policy must be one of {', '.join(BUFFER_POLICIES)}, got {self.buffer_policy!r}")
-        for name in ("buffer_size", "fisher_samples", "epochs", "batch_size", "seeds", "experiences"):
+        for name in ("buffer_size", "fisher_samples", "epochs", "batch_size", "seeds", "experiences", "replay_batch"):
             value = getattr(self, name)
+            if name == "replay_batch" and value is None:  # The training batch's size.
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):

@@ -71,7 +71,7 @@ def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
     makers = {
         "naive": naive,
         "joint": naive,
-        "replay": lambda: replay(config.buffer_size, **buffer),
+        "replay": lambda: replay(config.buffer_size, replay_batch=config.replay_batch, **buffer),
         "agem": lambda: agem(config.buffer_size, **buffer),
         "ewc": lambda: ewc(apply_fn, **ewc_args),
         "online-ewc": lambda: ewc(apply_fn, mode="online", decay=config.ewc_decay, **ewc_args),
@@ -79,7 +79,9 @@ def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
         "lwf": lambda: learning_without_forgetting(
             apply_fn, alpha=config.lwf_alpha, temperature=config.lwf_temperature, num_outputs=outputs
         ),
-        "replay-ewc": lambda: compose(replay(config.buffer_size, **buffer), ewc(apply_fn, **ewc_args)),
+        "replay-ewc": lambda: compose(
+            replay(config.buffer_size, replay_batch=config.replay_batch, **buffer), ewc(apply_fn, **ewc_args)
+        ),
     }
     return makers[config.strategy]()
 
