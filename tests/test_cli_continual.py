@@ -46,6 +46,7 @@ def test_naive_class_il_forgets_and_joint_does_not(tmp_path):
     [
         (["--strategy", "dream"], "strategy must be one of naive, joint"),
         (["--buffer-size", "0"], "buffer-size must be a positive integer, got 0"),
+        (["--replay-batch", "0"], "replay-batch must be a positive integer, got 0"),
         (["--strategy", "replay", "--buffer-size", "99999"], "buffer-size 99999 is larger than the whole stream"),
         (["--benchmark", "permuted-mnist", "--scenario", "class-il"], "cannot run scenario 'class-il'"),
         (["--benchmark", "split-mnist", "--data-dir", "/nonexistent"], "MNIST not found: looked for /nonexistent"),
@@ -95,6 +96,26 @@ def test_an_unknown_optimizer_is_refused():
         ContinualConfig(optimizer="rmsprop").resolved()
 
 
+@pytest.mark.parametrize("strategy", ["replay", "replay-ewc"])
+def test_replay_batch_reaches_the_strategy(strategy):
+    import jax
+    import jax.numpy as jnp
+
+    from metajax.continual import ContinualBatch
+    from metajax.data.continual_streams import gaussian_classes, split_mnist
+    from metajax.models import MLP
+    from metajax.train.continual_config import ContinualConfig
+    from metajax.train.continual_training import build_strategy
+
+    stream = split_mnist(gaussian_classes(), "class-il")
+    config = ContinualConfig(strategy=strategy, buffer_size=50, replay_batch=7).resolved()
+    built = build_strategy(config, MLP((8,), stream.num_outputs).apply, stream)
+    x, y = jnp.asarray(stream.train_x[0, :4]), jnp.asarray(stream.train_y[0, :4])
+    batch = ContinualBatch(x, y, jnp.ones((4, stream.num_outputs), bool), jnp.ones(4))
+    extended = built.augment(built.init(None), batch, jax.random.key(0))
+    assert extended.x.shape[0] == 4 + 7
+
+
 def test_online_replay_runs_from_the_command(tmp_path):
     args = [
         "--strategy",
@@ -105,10 +126,13 @@ def test_online_replay_runs_from_the_command(tmp_path):
         "class-balanced",
         "--batch-size",
         "10",
+        "--replay-batch",
+        "20",
     ]
     assert main(["continual", *args, "--no-progress", "--workdir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config"]["buffer_update"] == "step"
+    assert summary["config"]["replay_batch"] == 20
     assert summary["final_average_accuracy"]["mean"] > 0.4  # Far above naive class-IL's 1/5.
     from metajax.train.continual_config import ContinualConfig
 
