@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0, help="the first run's seed (fresh seeds confirm a tuned setting)")
+    parser.add_argument("--seed", type=int, default=0, help="the first run's seed (fresh seeds check a tuned setting)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--ewc-lambda", type=float, default=1000.0)
     parser.add_argument("--si-c", type=float, default=1.0)
@@ -69,7 +69,8 @@ def main() -> None:
         results[case] = {}
         for strategy in args.strategies:
             config = ContinualConfig(
-                **CASES[case], strategy=strategy, data_dir=args.data_dir, seeds=args.seeds, seed=args.seed, epochs=args.epochs,
+                **CASES[case], strategy=strategy, data_dir=args.data_dir, seeds=args.seeds, seed=args.seed,
+                epochs=args.epochs,
                 ewc_lambda=args.ewc_lambda, si_c=args.si_c, buffer_size=args.buffer_size,
                 buffer_policy=args.buffer_policy, batch_size=args.batch_size, reset_optimizer=args.reset_optimizer,
                 optimizer=args.optimizer, learning_rate=args.learning_rate, hidden=args.hidden,

@@ -141,8 +141,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replot", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON; the plot goes beside it")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the runs already in --output and do only the missing ones (same settings required)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --output and do only the missing ones (same settings required)",
+    )
     args = parser.parse_args()
     output = args.output
     if args.replot:

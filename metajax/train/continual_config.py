@@ -29,6 +29,8 @@ class ContinualConfig:
     Gaussian classes in 64 dimensions, split like Split MNIST.
     ``split-omniglot`` takes ``experiences`` groups of 10 characters of
     Omniglot's evaluation set (``data_dir`` is then the Omniglot folder).
+    Replay extends each training batch by ``replay_batch`` buffer examples
+    (``None``: as many as the batch has).
     The optimizer (Adam, or plain SGD as in ContinualAI's baselines) keeps its
     state across experiences unless ``reset_optimizer``.
     """
@@ -83,10 +85,9 @@ class ContinualConfig:
             raise ValueError(f"buffer-update must be one of {', '.join(BUFFER_UPDATES)}, got {self.buffer_update!r}")
         if self.buffer_policy not in BUFFER_POLICIES:
             raise ValueError(f"buffer-policy must be one of {', '.join(BUFFER_POLICIES)}, got {self.buffer_policy!r}")
-        for name in ("buffer_size", "fisher_samples", "epochs", "batch_size", "seeds", "experiences", "replay_batch"):
+        counts = ("buffer_size", "fisher_samples", "epochs", "batch_size", "seeds", "experiences")
+        for name in counts + (("replay_batch",) if self.replay_batch is not None else ()):
             value = getattr(self, name)
-            if name == "replay_batch" and value is None:  # The training batch's size.
-                continue
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
