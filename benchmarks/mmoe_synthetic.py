@@ -72,7 +72,7 @@ def train_seeds(model, correlation: float, seeds: int, args) -> dict[str, np.nda
         _, (train_loss, test_loss) = jax.lax.scan(epoch, state, jax.random.split(train_key, args.epochs))
         return train_loss, test_loss
 
-    train_loss, test_loss = jax.jit(jax.vmap(one_seed))(jnp.arange(seeds))
+    train_loss, test_loss = jax.jit(jax.vmap(one_seed))(args.first_seed + jnp.arange(seeds))
     return {"train_loss": np.asarray(train_loss), "test_loss": np.asarray(test_loss)}
 
 
@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--correlations", type=float, nargs="+", default=[1.0, 0.9, 0.5, 0.0])
     parser.add_argument("--scale", type=float, default=0.3, help="c, the norm of w1 and w2")
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds run from here: fresh seeds check a finding made on others"
+    )
     parser.add_argument("--train-rows", type=int, default=10_000, help="training rows per data draw")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
