@@ -68,10 +68,14 @@ def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
         "ewc_lambda": config.ewc_lambda,
         "fisher_samples": config.fisher_samples,
     }
+
+    def replay_strategy():
+        return replay(config.buffer_size, replay_batch=config.replay_batch, **buffer)
+
     makers = {
         "naive": naive,
         "joint": naive,
-        "replay": lambda: replay(config.buffer_size, replay_batch=config.replay_batch, **buffer),
+        "replay": replay_strategy,
         "agem": lambda: agem(config.buffer_size, **buffer),
         "ewc": lambda: ewc(apply_fn, **ewc_args),
         "online-ewc": lambda: ewc(apply_fn, mode="online", decay=config.ewc_decay, **ewc_args),
@@ -79,9 +83,7 @@ def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
         "lwf": lambda: learning_without_forgetting(
             apply_fn, alpha=config.lwf_alpha, temperature=config.lwf_temperature, num_outputs=outputs
         ),
-        "replay-ewc": lambda: compose(
-            replay(config.buffer_size, replay_batch=config.replay_batch, **buffer), ewc(apply_fn, **ewc_args)
-        ),
+        "replay-ewc": lambda: compose(replay_strategy(), ewc(apply_fn, **ewc_args)),
     }
     return makers[config.strategy]()
 
