@@ -84,6 +84,8 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each side per case, alternating; medians")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     python = ensure_avalanche_venv()
     threads = os.cpu_count() or 1
     rows = []
@@ -156,8 +158,8 @@ def main() -> None:
                 line += f" {row['speedup']:>7.2f}x  {row['avalanche_final_accuracy']:.4f} / "
                 line += f"{row['metajax_final_accuracy']:.4f}"
                 if cache_dir is not None:
-                    warm_seconds, warm_speedup = row["metajax_seconds_warm_cache"], row["speedup_warm_cache"]
-                    line += f"   warm cache: {warm_seconds:.2f} s, {warm_speedup:.2f}x"
+                    line += f"   warm cache: {row['metajax_seconds_warm_cache']:.2f} s, "
+                    line += f"{row['speedup_warm_cache']:.2f}x"
                 if strategy == "naive":
                     line += (
                         f"   metajax naive {row['metajax_naive_gflops_per_second']:.1f} GFLOP/s (evaluation and "
