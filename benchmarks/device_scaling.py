@@ -6,7 +6,9 @@ sharded over a ``jax.sharding.Mesh`` of 1, 2, 4 ... devices exactly as the
 runner does (``metajax.train.sharding``). On a CPU the devices are forced with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` and share the same cores,
 so this measures the cost of partitioning, not a speed-up; on a machine with
-several accelerators it measures the scaling.
+several accelerators it measures the scaling. Beside each figure: the
+cross-device operations (all-reduce, all-gather, ...) in the compiled
+program of the meta-steps, counted from its HLO text.
 
     python benchmarks/device_scaling.py                      # CPU, 4 forced devices
     python benchmarks/device_scaling.py --force-cpu-devices 0  # the real devices
@@ -17,8 +19,10 @@ Prints a table and writes ``benchmarks/results/device_scaling_<platform>.json``.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -69,15 +73,28 @@ def main() -> None:
         state = jax.block_until_ready(steps(initial, jax.random.key(0)))[0]  # Compile and warm up.
         start = time.perf_counter()
         state = jax.block_until_ready(steps(state, jax.random.key(1)))[0]
-        return args.steps * args.meta_batch / (time.perf_counter() - start)
+        return args.steps * args.meta_batch / (time.perf_counter() - start), collectives(steps, initial)
+
+    def collectives(steps, state) -> dict[str, int]:
+        """The cross-device operations XLA's partitioner put into the compiled program, by kind."""
+        text = steps.lower(state, jax.random.key(0)).compile().as_text()
+        kinds = re.findall(r"\b(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(", text)
+        return dict(collections.Counter(kinds))
 
     counts = [n for n in (1, 2, 4, 8, 16) if n <= len(jax.devices()) and args.meta_batch % n == 0]
     measured = {n: [] for n in counts}
+    program = {}
     for _ in range(args.repeats):
         for n in counts:
-            measured[n].append(measure(n))
+            tasks_per_second, program[n] = measure(n)
+            measured[n].append(tasks_per_second)
     rows = [
-        {"devices": n, "tasks_per_second_median": statistics.median(v), "tasks_per_second_all": v}
+        {
+            "devices": n,
+            "tasks_per_second_median": statistics.median(v),
+            "tasks_per_second_all": v,
+            "collectives_in_program": program[n],
+        }
         for n, v in measured.items()
     ]
     for row in rows:
@@ -95,9 +112,10 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"MAML, meta-batch {args.meta_batch}, on {result['machine']} ({len(jax.devices())} devices)")
-    print(f"{'devices':>8} {'tasks/s':>9} {'x one device':>13}")
+    print(f"{'devices':>8} {'tasks/s':>9} {'x one device':>13}  collectives in the compiled program")
     for row in rows:
-        print(f"{row['devices']:>8} {row['tasks_per_second_median']:>9.1f} {row['ratio_to_one_device']:>13.2f}")
+        line = f"{row['devices']:>8} {row['tasks_per_second_median']:>9.1f} {row['ratio_to_one_device']:>13.2f}"
+        print(f"{line}  {row['collectives_in_program'] or 'none'}")
     print(f"wrote {out}")
 
 
