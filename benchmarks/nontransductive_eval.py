@@ -43,8 +43,8 @@ def vmapped_predict_queries(apply_fn, params, support_x, query_x, *, transductiv
     return jax.vmap(lambda q: apply_fn(params, jnp.concatenate([support_x, q[None]]))[-1])(query_x)
 
 
-def measure(way: str, args) -> dict:
-    if way == "vmap":  # protonets looks predict_queries up in metajax.meta.protonets' namespace.
+def measure(variant: str, args) -> dict:
+    if variant == "vmap":  # protonets looks predict_queries up in metajax.meta.protonets' namespace.
         sys.modules["metajax.meta.protonets"].predict_queries = vmapped_predict_queries
     else:
         assert sys.modules["metajax.meta.protonets"].predict_queries is base.predict_queries
@@ -67,7 +67,7 @@ def measure(way: str, args) -> dict:
         jax.block_until_ready(evaluate(state, tasks, key=keys[0]))
         seconds.append(time.perf_counter() - start)
     return {
-        "way": way,
+        "variant": variant,
         "seconds": min(seconds),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,  # Linux: kilobytes.
         "accuracy": float(scores["accuracy"].mean()),
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--query-shots", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="processes per way, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per variant, alternating")
     parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)  # One measurement, in a child process.
     args = parser.parse_args()
     if args.only:
@@ -90,13 +90,13 @@ def main() -> None:
     child = [sys.executable, __file__, *sys.argv[1:]]
     runs = []
     for _ in range(args.rounds):
-        for way in VARIANTS:
-            done = subprocess.run([*child, "--only", way], check=True, capture_output=True, text=True)
+        for variant in VARIANTS:
+            done = subprocess.run([*child, "--only", variant], check=True, capture_output=True, text=True)
             run = json.loads(done.stdout.strip().splitlines()[-1])
             runs.append(run)
-            print(f"{way:>5}: {run['seconds']:.2f} s a chunk of {args.tasks} tasks, "
+            print(f"{variant:>5}: {run['seconds']:.2f} s a chunk of {args.tasks} tasks, "
                   f"peak {run['peak_rss_gb']:.2f} GB, accuracy {run['accuracy']:.4f}", flush=True)  # fmt: skip
-    best = {way: min(r["seconds"] for r in runs if r["way"] == way) for way in VARIANTS}
+    best = {variant: min(r["seconds"] for r in runs if r["variant"] == variant) for variant in VARIANTS}
     print(f"loop against vmap: {best['vmap'] / best['loop']:.2f}x faster")
     output = Path(__file__).resolve().parent / "results" / f"nontransductive_eval_{jax.default_backend()}.json"
     output.write_text(json.dumps({**provenance(), "config": vars(args), "runs": runs}, indent=1) + "\n")

@@ -26,8 +26,8 @@ def device_mesh(num_devices: int | None = None, axis_name: str = "batch") -> Mes
 
     The default is every accelerator, or ONE device on a CPU: several CPU
     devices (``--xla_force_host_platform_device_count``) share the same cores,
-    and splitting MAML's meta-batch over 4 of them ran at 0.2x of one device
-    (benchmarks/device_scaling.py). Ask for them explicitly to test sharding.
+    so there is little to gain (MAML's meta-batch over 4 of them: 1.10x, in
+    benchmarks/device_scaling.py). Ask for them explicitly to test sharding.
     """
     devices = jax.devices()
     if num_devices is None:
