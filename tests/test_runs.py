@@ -2,8 +2,11 @@
 same seed, same summary; a workdir of another config is refused; bad arguments
 fail in one line, whatever they are (hypothesis)."""
 
+import collections
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -229,14 +232,45 @@ def _numbers(value, prefix=""):
     return {prefix: value} if isinstance(value, float) else {}
 
 
+# The jitted programs a run calls again and again (the same shapes each time).
+REPEATED_PROGRAMS = {"maml": ["train_chunk"], "mmoe": ["train_epoch"], "continual": ["train_runs", "run"]}
+
+
+class _CompileCounter(logging.Handler):
+    """Counts ``jax.log_compiles``'s "Compiling jit(NAME) ..." lines by NAME."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def emit(self, record):
+        match = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
+        if match:
+            self.counts[match.group(1)] += 1
+
+
 @pytest.mark.parametrize("run", sorted(SHARDED))
 def test_four_devices_give_the_single_device_results(run, tmp_path):
-    """The tests run with 4 forced CPU devices (conftest); float sums split over devices may round differently."""
+    """The tests run with 4 forced CPU devices (conftest); float sums split over devices may round differently.
+
+    Each repeated program compiles once on 4 devices too: a state first placed
+    on one device and returned replicated used to compile the step twice.
+    """
     import jax
 
     assert len(jax.devices()) == 4
+    counter, jax_logger = _CompileCounter(), logging.getLogger("jax")
     for devices in ("1", "4"):
-        assert main([*SHARDED[run], "--devices", devices, "--no-progress", "--workdir", str(tmp_path / devices)]) == 0
+        jax_logger.addHandler(counter)
+        try:
+            with jax.log_compiles():
+                args = [*SHARDED[run], "--devices", devices, "--no-progress", "--workdir", str(tmp_path / devices)]
+                assert main(args) == 0
+        finally:
+            jax_logger.removeHandler(counter)
+        for program in REPEATED_PROGRAMS[run]:
+            assert counter.counts[program] == 1, (devices, program, counter.counts[program])
+        counter.counts.clear()
     one, four = (_without_timing(json.loads((tmp_path / d / "summary.json").read_text())) for d in ("1", "4"))
     one_numbers, four_numbers = _numbers(one), _numbers(four)
     assert one_numbers.keys() == four_numbers.keys() and one_numbers

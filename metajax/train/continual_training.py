@@ -35,7 +35,7 @@ from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
-from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
+from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
 
 
 def build_stream(config: ContinualConfig) -> Stream:
@@ -183,9 +183,11 @@ def train_and_evaluate(
     seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(jnp.arange(config.seeds))
     init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
     params = jax.vmap(model.init, in_axes=(0, None))(init_keys, jnp.asarray(stream.train_x[0, :1]))
-    state = jax.vmap(learner.init)(params)
-    # No buffer donation: strategy states may hold the very arrays of the params (SI's, LwF's anchors at init).
     mesh = device_mesh(devices)
+    # The run axis laid out as train_experience returns it, so neither it nor
+    # accuracy compiles a second time for a new input sharding.
+    state, train_keys = place_leading_axis((jax.vmap(learner.init)(params), train_keys), mesh)
+    # No buffer donation: strategy states may hold the very arrays of the params (SI's, LwF's anchors at init).
 
     def train_runs(states, experience, keys):  # The run axis over devices: runs are independent.
         states, keys = shard_leading_axis((states, keys), mesh)
@@ -209,6 +211,7 @@ def train_and_evaluate(
             f"resuming from the checkpoint after experience {progress['experiences']} of {len(experiences)} "
             f"in {workdir}"
         )
+        state = place_leading_axis(state, mesh)
     log = MetricsLog(
         workdir, step_field="experience", resume_after=None if restored is None else progress["experiences"] - 1
     )

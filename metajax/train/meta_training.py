@@ -22,7 +22,7 @@ from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
-from metajax.train.sharding import device_mesh, is_primary_process, shard_leading_axis, to_host
+from metajax.train.sharding import device_mesh, is_primary_process, place_replicated, shard_leading_axis, to_host
 
 SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
 
@@ -195,6 +195,7 @@ def train_and_evaluate(
     if restored is not None:
         state, progress = restored
         report(f"resuming from the checkpoint at step {int(state.step)} of {config.meta_iters} in {workdir}")
+    state = place_replicated(state, mesh)  # Where train_chunk returns it: one compilation, not two.
     log = MetricsLog(workdir, step_field="step", resume_after=None if restored is None else int(state.step))
     first_chunk, started = True, time.perf_counter() - progress["train_seconds"]
     bar = progress_bar(

@@ -24,7 +24,7 @@ from metajax.train.errors import TrainingDiverged
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.multitask_config import MultiTaskConfig
 from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
-from metajax.train.sharding import device_mesh, shard_leading_axis, to_host
+from metajax.train.sharding import device_mesh, place_replicated, shard_leading_axis, to_host
 
 
 def build_model(config: MultiTaskConfig) -> nn.Module:
@@ -128,6 +128,7 @@ def train_and_evaluate(
         saved, progress = restored
         state, best_params = saved["state"], saved["best_params"]
         report(f"resuming from the checkpoint after epoch {progress['epoch']} of {config.epochs} in {workdir}")
+    state = place_replicated(state, mesh)  # Where train_epoch returns it: one compilation, not two.
     log = MetricsLog(workdir, step_field="epoch", resume_after=None if restored is None else progress["epoch"])
     best_value = -np.inf if progress["best_value"] is None else progress["best_value"]
     started = time.perf_counter() - progress["train_seconds"]

@@ -56,6 +56,49 @@ def shard_leading_axis(tree, mesh: Mesh):
     return jax.tree.map(constrain, tree)
 
 
+def place_replicated(tree, mesh: Mesh):
+    """``tree`` with a copy of every array on each device of ``mesh``: where a step's weights live.
+
+    Use on a run's initial or restored state before its first jitted call. A
+    jitted step returns its weights replicated over the mesh; were the first
+    call's state on one device, the second call would meet a new input sharding
+    and compile the whole step again.
+    """
+    if mesh.size == 1:
+        return tree
+    return jax.tree.map(lambda array: _place(array, NamedSharding(mesh, PartitionSpec())), tree)
+
+
+def place_leading_axis(tree, mesh: Mesh):
+    """``tree`` split along its leading axis over ``mesh``, as ``shard_leading_axis`` lays it out, outside ``jit``.
+
+    For the initial state of a run axis (continual seeds), for the reason
+    ``place_replicated`` gives; arrays whose leading axis does not divide evenly
+    are replicated.
+    """
+    if mesh.size == 1:
+        return tree
+    (axis_name,) = mesh.axis_names
+
+    def place(array):
+        split = array.ndim > 0 and array.shape[0] % mesh.size == 0
+        return _place(array, NamedSharding(mesh, PartitionSpec(axis_name if split else None)))
+
+    return jax.tree.map(place, tree)
+
+
+def _place(array, sharding: NamedSharding):
+    """``array``, which every process holds whole and equal, laid out as ``sharding`` says."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(array, sharding)
+    # device_put cannot reach other hosts' devices: each process fills its own.
+    if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
+        data = _place(jax.random.key_data(array), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(array))
+    host = np.asarray(array)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def is_primary_process() -> bool:
     """Whether this process writes the run's files: process 0 (the only one without ``--coordinator``)."""
     return jax.process_index() == 0
