@@ -10,6 +10,10 @@ shape ([batch, 784] x [784, 400]).
 
     python benchmarks/continual_cost.py --data-dir ../shared/data/mnist
 
+``--devices N`` splits the seed axis over N devices (the runner's
+``--devices``); on a CPU force them first with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+
 Writes ``benchmarks/results/continual_cost_<device>.json``.
 """
 
@@ -32,6 +36,7 @@ from metajax.data.mnist import load_mnist
 from metajax.models import MLP
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.continual_training import build_strategy, vmap_runs
+from metajax.train.sharding import device_mesh, place_leading_axis, shard_leading_axis
 
 HIDDEN = (400, 400)
 
@@ -47,8 +52,18 @@ def time_strategy(stream, strategy_name, seeds, batch_size, args):
     )
     keys = jax.random.split(jax.random.key(0), seeds)
     state = jax.vmap(learner.init)(jax.vmap(model.init, in_axes=(0, None))(keys, jnp.zeros((1, 784))))
+    # With --devices, the seed axis split over that many devices, as the runner's
+    # --devices does; a lone seed stays on one (replicated, every device would train it).
+    mesh = device_mesh(args.devices if seeds % args.devices == 0 else 1)
+    state, keys = place_leading_axis((state, keys), mesh)
     # As the runner does: vmapped over the seed axis, a lone seed squeezed out.
-    train = jax.jit(vmap_runs(lambda s, e, k: learner.train_experience(s, e, key=k), (0, None, 0)))
+    train_runs = vmap_runs(lambda s, e, k: learner.train_experience(s, e, key=k), (0, None, 0))
+
+    @jax.jit
+    def train(states, experience, keys):
+        states, keys = shard_leading_axis((states, keys), mesh)
+        return train_runs(states, experience, keys)
+
     experiences = [
         Experience(jnp.asarray(stream.train_x[e]), jnp.asarray(stream.train_y[e]), jnp.asarray(stream.logit_mask[e]),
                    jnp.asarray(e))
@@ -84,6 +99,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 10])
     parser.add_argument("--repeats", type=int, default=1, help="time each run this often, report the median")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="split the seed axis over this many devices (on a CPU, force them with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+    )
     parser.add_argument("--output", default=None, help="results JSON (default results/continual_cost_<backend>.json)")
     args = parser.parse_args()
     stream = split_mnist(load_mnist(args.data_dir), "class-il")
@@ -122,6 +144,7 @@ def main() -> None:
     output = Path(args.output) if args.output else default
     record = {
         **provenance(),
+        "devices": args.devices,
         "rows": rows,
     }
     output.write_text(json.dumps(record, indent=1) + "\n")
