@@ -180,13 +180,17 @@ def train_and_evaluate(
     )
     test = tuple(jnp.asarray(a) for a in (stream.test_x, stream.test_y, stream.test_mask, stream.logit_mask))
 
-    seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(jnp.arange(config.seeds))
-    init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
-    params = jax.vmap(model.init, in_axes=(0, None))(init_keys, jnp.asarray(stream.train_x[0, :1]))
+    @jax.jit  # One compilation; run op by op, initializing compiled each of its many small operations.
+    def initial_runs(example):
+        seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(jnp.arange(config.seeds))
+        init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
+        params = jax.vmap(model.init, in_axes=(0, None))(init_keys, example)
+        return jax.vmap(learner.init)(params), train_keys
+
     mesh = device_mesh(devices)
     # The run axis laid out as train_experience returns it, so neither it nor
     # accuracy compiles a second time for a new input sharding.
-    state, train_keys = place_leading_axis((jax.vmap(learner.init)(params), train_keys), mesh)
+    state, train_keys = place_leading_axis(initial_runs(jnp.asarray(stream.train_x[0, :1])), mesh)
     # No buffer donation: strategy states may hold the very arrays of the params (SI's, LwF's anchors at init).
 
     def train_runs(states, experience, keys):  # The run axis over devices: runs are independent.

@@ -174,7 +174,8 @@ def train_and_evaluate(
 
     key = jax.random.key(config.seed)
     init_key, train_key, eval_key = jax.random.split(key, 3)
-    state = learner.init(model.init(init_key, example))
+    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
+    state = jax.jit(lambda key, x: learner.init(model.init(key, x)))(init_key, example)
 
     @partial(jax.jit, static_argnames="num_steps", donate_argnums=0)
     def train_chunk(state, bank, num_steps):
@@ -342,14 +343,25 @@ def _plot_sinusoid_fits(model, learner, state, config: MetaLearningConfig, path:
 
     from metajax.data.sinusoid import INPUT_RANGE, sample_sinusoid_parameters, sinusoid_task
 
-    tasks, amplitudes, phases = sample_sinusoid_parameters(jax.random.key(config.seed + 1), 4, config.shots, 0)
+    # Jitted: op by op, the adaptation compiled each of its small operations (seconds for a plot).
+    sample = jax.jit(sample_sinusoid_parameters, static_argnums=(1, 2, 3))
+    tasks, amplitudes, phases = sample(jax.random.key(config.seed + 1), 4, config.shots, 0)
     grid = jnp.linspace(*INPUT_RANGE, 200)[:, None]
+
+    @jax.jit
+    def curves(state, support_x, support_y, key, amplitude, phase):
+        adapted = learner.adapt(state, support_x, support_y, key=key)
+        return sinusoid_task(amplitude, phase, grid), model.apply(state.params, grid), model.apply(adapted, grid)
+
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.5), sharey=True)
     for index, axis in enumerate(axes):
-        adapted = learner.adapt(state, tasks.support_x[index], tasks.support_y[index], key=jax.random.key(index))
-        axis.plot(grid, sinusoid_task(amplitudes[index], phases[index], grid), "k-", label="task")
-        axis.plot(grid, model.apply(state.params, grid), "b:", label="meta-learned init")
-        axis.plot(grid, model.apply(adapted, grid), "r--", label=f"after {config.eval_inner_steps} steps")
+        task, initial, adapted = curves(
+            state, tasks.support_x[index], tasks.support_y[index], jax.random.key(index), amplitudes[index],
+            phases[index],
+        )  # fmt: skip
+        axis.plot(grid, task, "k-", label="task")
+        axis.plot(grid, initial, "b:", label="meta-learned init")
+        axis.plot(grid, adapted, "r--", label=f"after {config.eval_inner_steps} steps")
         axis.plot(tasks.support_x[index], tasks.support_y[index], "ko", label=f"{config.shots} support points")
         axis.set_xlabel("x")
     axes[0].legend(loc="lower left", fontsize=8)

@@ -106,7 +106,8 @@ def train_and_evaluate(
     mesh = device_mesh(devices)
     trainer = build_trainer(config, model, task_kind, place_batch=lambda batch: shard_leading_axis(batch, mesh))
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
-    state = trainer.init(model.init(init_key, train.x[:1]))
+    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
+    state = jax.jit(lambda key, x: trainer.init(model.init(key, x)))(init_key, train.x[:1])
     train_epoch = jax.jit(trainer.train_epoch, donate_argnums=0)
     predict = jax.jit(model.apply)
 
