@@ -82,7 +82,8 @@ def place_leading_axis(tree, mesh: Mesh):
 
     def place(array):
         split = array.ndim > 0 and array.shape[0] % mesh.size == 0
-        return _place(array, NamedSharding(mesh, PartitionSpec(axis_name if split else None)))
+        # PartitionSpec(), not PartitionSpec(None): equal layouts, but jit tells them apart and would compile again.
+        return _place(array, NamedSharding(mesh, PartitionSpec(axis_name) if split else PartitionSpec()))
 
     return jax.tree.map(place, tree)
 
