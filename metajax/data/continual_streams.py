@@ -201,9 +201,10 @@ def permuted_stream(
 def _permuted_copies(x: np.ndarray, permutations: list[np.ndarray]) -> np.ndarray:
     """``np.stack([x[:, p] for p in permutations])``, written in place.
 
-    Stacking a list of copies first touches twice the memory (1.9 GB for ten
+    Stacking a list of copies touches twice the memory (1.9 GB for ten
     Permuted MNIST experiences), and fresh pages are slow to fault in on some
-    machines: this halved the stream's construction on the 2-core CI VM.
+    machines: on the 2-core VM we develop on, 7.7 s to stack in a fresh
+    process against 0.6 s in place.
     """
     out = np.empty((len(permutations), *x.shape), x.dtype)
     for copy, permutation in zip(out, permutations, strict=True):
