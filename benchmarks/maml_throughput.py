@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=10, help="meta-steps per call in the 'scanned' measurement")
     parser.add_argument("--conv-impl", default="slices", choices=("slices", "patches", "lax"))
+    parser.add_argument("--output", type=Path, help="results JSON (default results/maml_throughput_<device>.json)")
     args = parser.parse_args()
 
     import jax
@@ -130,6 +131,8 @@ def main() -> None:
                 }
             )
 
+    out_path = args.output or BENCH_DIR / "results" / f"maml_throughput_{args.device}.json"
+    out_path.parent.mkdir(exist_ok=True)
     result = {
         "benchmark": "MAML / first-order MAML meta-training throughput vs learn2learn",
         **provenance(),
@@ -137,12 +140,9 @@ def main() -> None:
         "torch_version": peer_info.get("torch_version"),
         "learn2learn_version": peer_info.get("learn2learn_version"),
         "torch_threads": peer_info.get("num_threads"),
-        "config": vars(args),
+        "config": {**vars(args), "output": str(out_path)},
         "rows": rows,
     }
-    out_dir = BENCH_DIR / "results"
-    out_dir.mkdir(exist_ok=True)
-    out_path = out_dir / f"maml_throughput_{args.device}.json"
     out_path.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"\nOmniglot {args.ways}-way {args.shots}-shot, {args.query_shots} query/class, {args.inner_steps} inner "
