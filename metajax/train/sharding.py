@@ -49,7 +49,7 @@ def shard_leading_axis(tree, mesh: Mesh):
     (axis_name,) = mesh.axis_names
 
     def constrain(array):
-        if array.ndim == 0 or array.shape[0] % mesh.size:
+        if not _leading_axis_divides(array, mesh):
             return array
         return jax.lax.with_sharding_constraint(array, NamedSharding(mesh, PartitionSpec(axis_name)))
 
@@ -81,11 +81,16 @@ def place_leading_axis(tree, mesh: Mesh):
     (axis_name,) = mesh.axis_names
 
     def place(array):
-        split = array.ndim > 0 and array.shape[0] % mesh.size == 0
         # PartitionSpec(), not PartitionSpec(None): equal layouts, but jit tells them apart and would compile again.
-        return _place(array, NamedSharding(mesh, PartitionSpec(axis_name) if split else PartitionSpec()))
+        spec = PartitionSpec(axis_name) if _leading_axis_divides(array, mesh) else PartitionSpec()
+        return _place(array, NamedSharding(mesh, spec))
 
     return jax.tree.map(place, tree)
+
+
+def _leading_axis_divides(array, mesh: Mesh) -> bool:
+    """Whether ``array`` is split over ``mesh``: a leading axis that divides evenly (else it is padded)."""
+    return array.ndim > 0 and array.shape[0] % mesh.size == 0
 
 
 def _place(array, sharding: NamedSharding):
