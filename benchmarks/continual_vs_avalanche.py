@@ -31,6 +31,11 @@ time plain matmuls of the training batch's and of the scoring's size need for
 the run's FLOPs, over the run's wall time (compilation stays inside it).
 
     python benchmarks/continual_vs_avalanche.py --data-dir ../shared/data/mnist
+    python benchmarks/continual_vs_avalanche.py --data-dir DIR --device gpu  # torch, avalanche there
+
+On a GPU (``--device gpu``) both sides run on it: Avalanche in the current
+interpreter (the machine's CUDA torch, avalanche-lib installed beside it, as
+``gpu_peers_session.sh`` does from carried wheels), not in a CPU venv.
 
 Writes ``benchmarks/results/continual_vs_avalanche_<device>.json``.
 """
@@ -49,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from continual_cost import matmul_flops
-from peer_env import ensure_avalanche_venv, run_peer
+from peer_env import avalanche_python, run_peer
 from run_record import provenance
 
 from metajax.train.continual_config import ContinualConfig
@@ -103,6 +108,7 @@ def main() -> None:
         help="benchmark:batch-size pairs",
     )
     parser.add_argument("--strategies", nargs="+", default=["naive", "replay", "ewc"])
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where both sides run")
     parser.add_argument("--output", type=Path)
     parser.add_argument(
         "--also-warm-cache",
@@ -113,7 +119,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
-    python = ensure_avalanche_venv()
+    if (args.device == "gpu") != (jax.default_backend() == "gpu"):
+        parser.error(f"asked for --device {args.device} but JAX's default backend is {jax.default_backend()}")
+    python = avalanche_python(gpu=args.device == "gpu")
+    output = args.output or BENCH_DIR / "results" / f"continual_vs_avalanche_{jax.default_backend()}.json"
     threads = os.cpu_count() or 1
     rows = []
     print(f"{'case':>20} {'strategy':>8} {'Avalanche s':>11} {'metajax s':>9} {'speed-up':>8}  final accuracy Av / mj")
@@ -135,7 +144,8 @@ def main() -> None:
             for strategy in args.strategies:
                 config = ContinualConfig(**{**base.__dict__, "strategy": strategy})
                 peer_args = ["--stream", str(stream_path), "--strategy", strategy, "--batch-size", str(batch_size),
-                             "--buffer-size", "1000", "--ewc-lambda", "1000", "--threads", str(threads)]  # fmt: skip
+                             "--buffer-size", "1000", "--ewc-lambda", "1000", "--threads", str(threads),
+                             "--device", "cuda" if args.device == "gpu" else "cpu"]  # fmt: skip
                 peer_seconds, our_seconds, warm_seconds = [], [], []
                 for repeat in range(args.repeats):  # Alternating, so that a slow spell of the machine hits both.
                     peer = run_peer(python, peer_args, script=PEER)
@@ -172,6 +182,7 @@ def main() -> None:
                     "metajax_accuracy_matrix": ours["accuracy_matrix"],
                     "torch": peer["torch"],
                     "torch_threads": peer["threads"],
+                    "avalanche_device": peer.get("device", "cpu"),
                 }
                 if cache_dir is not None:
                     row["metajax_seconds_warm_cache"] = float(np.median(warm_seconds))
@@ -193,6 +204,8 @@ def main() -> None:
                     )
                     row["metajax_naive_fraction_of_matmul_with_scoring"] = matmul_seconds / our_median
                 rows.append(row)
+                # After every row: a run cut short (a lease's time limit) keeps what it measured.
+                output.write_text(json.dumps({**provenance(), "rows": rows}, indent=1) + "\n")
                 line = f"{case:>20} {strategy:>8} {peer_median:>11.2f} {our_median:>9.2f}"
                 line += f" {row['speedup']:>7.2f}x  {row['avalanche_final_accuracy']:.4f} / "
                 line += f"{row['metajax_final_accuracy']:.4f}"
@@ -208,8 +221,6 @@ def main() -> None:
                         f"{row['scoring_matmul_gflops_per_second']:.1f} GFLOP/s)"
                     )
                 print(line, flush=True)
-    output = args.output or BENCH_DIR / "results" / f"continual_vs_avalanche_{jax.default_backend()}.json"
-    output.write_text(json.dumps({**provenance(), "rows": rows}, indent=1) + "\n")
     print(f"wrote {output}")
 
 

@@ -1,4 +1,4 @@
-"""Interpreter management for the PyTorch speed peers (Reptile, MMoE, learn2learn's MAML).
+"""Interpreter management for the PyTorch speed peers (Reptile, MMoE, learn2learn's MAML, Avalanche).
 
 The metajax environment deliberately does not depend on torch, so the peer
 (``torch_reptile.py``) runs in its own interpreter: either a dedicated
@@ -163,6 +163,36 @@ def torch_python(venv_path: Path = DEFAULT_VENV, prefer_current: bool = False) -
     if prefer_current and importlib.util.find_spec("torch") is not None:
         return Path(sys.executable)
     return ensure_torch_venv(venv_path)
+
+
+def _current_python_importing(modules: str) -> Path:
+    """``sys.executable``, after checking that it imports ``modules``; a clear error naming what is missing if not.
+
+    For a GPU machine, where the peer must use the machine's CUDA torch and no
+    package index is reachable to build a venv (nor would a CPU venv measure the GPU).
+    """
+    current = Path(sys.executable)
+    probe = f"import warnings; warnings.simplefilter('ignore'); import {modules}"
+    result = subprocess.run([str(current), "-c", probe], capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no error message"])[-1]
+        raise RuntimeError(
+            f"the peer runs in this interpreter ({current}) on a GPU, but it cannot import {modules}: {reason}. "
+            "Install them beside its CUDA torch (on a lent GPU machine: benchmarks/device_carry.sh here, then "
+            "carry .whl as benchmarks/gpu_peers_session.sh says)"
+        )
+    return current
+
+
+def learn2learn_python(gpu: bool = False) -> Path:
+    """The interpreter for learn2learn's peer: on a GPU this one, with its CUDA torch (learn2learn installed
+    beside it); on a CPU the venv ``ensure_learn2learn_venv`` builds."""
+    return _current_python_importing("learn2learn, torch") if gpu else ensure_learn2learn_venv()
+
+
+def avalanche_python(gpu: bool = False) -> Path:
+    """As ``learn2learn_python``, for Avalanche's peer (``ensure_avalanche_venv`` on a CPU)."""
+    return _current_python_importing("avalanche, torch") if gpu else ensure_avalanche_venv()
 
 
 def run_peer(python: Path | str, args: list[str], script: Path = PEER_SCRIPT) -> dict:
