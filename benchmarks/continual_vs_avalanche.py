@@ -47,11 +47,9 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from continual_cost import matmul_flops
 from peer_env import avalanche_python, run_peer
@@ -82,20 +80,6 @@ def write_stream(config: ContinualConfig, path: Path) -> tuple[int, int, int]:
     np.savez(path, **arrays)
     scored_rows = int(stream.test_x.shape[0] * stream.test_x.shape[1])
     return int(stream.train_x.shape[0] * stream.train_x.shape[1]), scored_rows, stream.num_experiences
-
-
-def scoring_matmul_flops(rows: int) -> float:
-    """FLOP/s of a plain jitted ``[rows, 784] @ [784, 400]``: the size of scoring every test set at once."""
-    x = jax.random.normal(jax.random.key(0), (rows, 784))
-    w = jax.random.normal(jax.random.key(1), (784, 400))
-    run = jax.jit(lambda x, w: jnp.sum(x @ w))
-    jax.block_until_ready(run(x, w))
-    seconds = []
-    for _ in range(3):
-        start = time.perf_counter()
-        jax.block_until_ready(run(x, w))
-        seconds.append(time.perf_counter() - start)
-    return rows * 784 * 400 * 2 / min(seconds)
 
 
 def main() -> None:
@@ -190,13 +174,14 @@ def main() -> None:
                     row["speedup_warm_cache"] = peer_median / row["metajax_seconds_warm_cache"]
                 if strategy == "naive":
                     row["metajax_naive_gflops_per_second"] = examples * FLOPS_PER_EXAMPLE / our_median / 1e9
-                    row["matmul_gflops_per_second"] = matmul_flops(batch_size, examples // batch_size) / 1e9
+                    row["matmul_gflops_per_second"] = matmul_flops(batch_size, steps=examples // batch_size) / 1e9
                     # The wall time also holds scoring every test set after each
                     # experience: arithmetic too, at another size. The time a plain
                     # matmul of each size needs for the run's arithmetic, over the
                     # run's time: the fraction of the matmul's FLOP/s reached.
                     scoring_flops = num_experiences * scored_rows * SCORING_FLOPS_PER_EXAMPLE
-                    row["scoring_matmul_gflops_per_second"] = scoring_matmul_flops(scored_rows) / 1e9
+                    # Scoring every test set at once: one matmul of that many rows.
+                    row["scoring_matmul_gflops_per_second"] = matmul_flops(scored_rows, repeats=3) / 1e9
                     matmul_seconds = examples * FLOPS_PER_EXAMPLE / (row["matmul_gflops_per_second"] * 1e9)
                     matmul_seconds += scoring_flops / (row["scoring_matmul_gflops_per_second"] * 1e9)
                     row["metajax_naive_gflops_per_second_with_scoring"] = (
