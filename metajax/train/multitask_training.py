@@ -108,7 +108,11 @@ def train_and_evaluate(
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
     # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
     state = jax.jit(lambda key, x: trainer.init(model.init(key, x)))(init_key, train.x[:1])
-    train_epoch = jax.jit(trainer.train_epoch, donate_argnums=0)
+
+    def train_epoch_of(state, data, epoch):  # The epoch's key derived inside the program, not op by op before it.
+        return trainer.train_epoch(state, data, key=jax.random.fold_in(train_key, epoch))
+
+    train_epoch = jax.jit(train_epoch_of, donate_argnums=0)
     predict = jax.jit(model.apply)
 
     def score(params, split):
@@ -144,7 +148,7 @@ def train_and_evaluate(
     first_epoch = True
     for epoch in bar:
         epoch_start = time.perf_counter()
-        state, metrics = train_epoch(state, train, key=jax.random.fold_in(train_key, epoch))
+        state, metrics = train_epoch(state, train, np.uint32(epoch))
         metrics = to_host(metrics)
         elapsed = time.perf_counter() - epoch_start
         if not first_epoch:  # The first epoch of a process includes compilation.
