@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -109,10 +110,10 @@ def train_and_evaluate(
     # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
     state = jax.jit(lambda key, x: trainer.init(model.init(key, x)))(init_key, train.x[:1])
 
-    def train_epoch_of(state, data, epoch):  # The epoch's key derived inside the program, not op by op before it.
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_epoch(state, data, epoch):  # The epoch's key derived inside the program, not op by op before it.
         return trainer.train_epoch(state, data, key=jax.random.fold_in(train_key, epoch))
 
-    train_epoch = jax.jit(train_epoch_of, donate_argnums=0)
     predict = jax.jit(model.apply)
 
     def score(params, split):
