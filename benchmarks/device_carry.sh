@@ -15,6 +15,7 @@ DATA=${DATA:-../shared/data/mnist}
   echo "PY312 must be a Python 3.12 (the device's), got $PY312" >&2; exit 2; }
 [ -f "$DATA/mnist.npz" ] || { echo "no $DATA/mnist.npz: set DATA to the folder holding it" >&2; exit 2; }
 
+rm -rf .whl .device_data  # Afresh: two versions of a wheel would stop the install there.
 mkdir -p .whl .device_data
 cp -r "$DATA" .device_data/
 scratch=$(mktemp -d)
