@@ -113,6 +113,8 @@ def main() -> None:
     )
     parser.add_argument("--output", default=None, help="results JSON (default results/continual_cost_<backend>.json)")
     args = parser.parse_args()
+    default = Path(__file__).resolve().parent / "results" / f"continual_cost_{jax.default_backend()}.json"
+    output = Path(args.output) if args.output else default
     stream = split_mnist(load_mnist(args.data_dir), "class-il")
     examples = stream.train_x.shape[0] * stream.train_x.shape[1]
     flops_per_example = 6 * (784 * 400 + 400 * 400 + 400 * 10)
@@ -144,15 +146,9 @@ def main() -> None:
                     f"   naive {row['naive_gflops_per_second']:.1f} GFLOP/s, "
                     f"matmul {row['matmul_gflops_per_second']:.1f}"
                 )
-            print(line)
-    default = Path(__file__).resolve().parent / "results" / f"continual_cost_{jax.default_backend()}.json"
-    output = Path(args.output) if args.output else default
-    record = {
-        **provenance(),
-        "devices": args.devices,
-        "rows": rows,
-    }
-    output.write_text(json.dumps(record, indent=1) + "\n")
+            print(line, flush=True)
+            # After every row: a run cut short (a lease's time limit) keeps what it measured.
+            output.write_text(json.dumps({**provenance(), "devices": args.devices, "rows": rows}, indent=1) + "\n")
     print(f"wrote {output}")
 
 

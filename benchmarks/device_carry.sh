@@ -4,7 +4,7 @@
 #   .whl/          wheels for Python 3.12 of what that image lacks: learn2learn 0.2.0 (built here:
 #                  it ships no wheel, and its C files must be regenerated with Cython < 3, as
 #                  peer_env.ensure_learn2learn_venv does), avalanche-lib 0.6.0 and the modules
-#                  the two import, and tensorboardX for metajax's logs; about 29 MB.
+#                  the two import, and tensorboardX for metajax's logs; about 27 MB.
 #   .device_data/  a copy of MNIST (../shared/data/mnist, 11 MB), which does not travel by itself.
 # Both folders are git-ignored; name them in the device tool's carry (64 MiB in all with the tree).
 # Usage: PY312=/path/to/python3.12 bash benchmarks/device_carry.sh
