@@ -5,19 +5,22 @@
 #                  it ships no wheel, and its C files must be regenerated with Cython < 3, as
 #                  peer_env.ensure_learn2learn_venv does), avalanche-lib 0.6.0 and the modules
 #                  the two import, and tensorboardX for metajax's logs; about 27 MB.
-#   .device_data/  a copy of MNIST (../shared/data/mnist, 11 MB), which does not travel by itself.
+#   .device_data/  copies of MNIST and Omniglot (../shared/data, 11 + 5.5 MB), which do not travel by
+#                  themselves (gpu_session.sh reads the Omniglot copy).
 # Both folders are git-ignored; name them in the device tool's carry (64 MiB in all with the tree).
-# Usage: PY312=/path/to/python3.12 bash benchmarks/device_carry.sh
+# Usage: PY312=/path/to/python3.12 bash benchmarks/device_carry.sh   (SHARED: the data folder)
 set -euo pipefail
 PY312=${PY312:-python3.12}
-DATA=${DATA:-../shared/data/mnist}
+SHARED=${SHARED:-../shared/data}
 "$PY312" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' || {
   echo "PY312 must be a Python 3.12 (the device's), got $PY312" >&2; exit 2; }
-[ -f "$DATA/mnist.npz" ] || { echo "no $DATA/mnist.npz: set DATA to the folder holding it" >&2; exit 2; }
+for f in mnist/mnist.npz omniglot/images_background.npz omniglot/images_evaluation.npz; do
+  [ -f "$SHARED/$f" ] || { echo "no $SHARED/$f: set SHARED to the folder holding mnist/ and omniglot/" >&2; exit 2; }
+done
 
 rm -rf .whl .device_data  # Afresh: two versions of a wheel would stop the install there.
 mkdir -p .whl .device_data
-cp -r "$DATA" .device_data/
+cp -r "$SHARED/mnist" "$SHARED/omniglot" .device_data/
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 

@@ -7,13 +7,19 @@
 #     160 s on an H200 (commit 4237b84); 20-way uses inner batches of 20, about 2x.
 #  2. meta-training throughput against the PyTorch per-task loop on the same GPU.
 # Usage: OUT=results_dir DATA=folder_with_omniglot_npz bash benchmarks/gpu_session.sh
+# On a lent GPU machine (no package index there): run benchmarks/device_carry.sh here first and carry
+# .whl (tensorboardX, which metajax's logs need, is not in that machine's image) and .device_data.
 # META_ITERS=20 EVAL_TASKS=20 smoke-tests it on a CPU (step 2 needs a GPU and is skipped there).
 # At most 7 files land in OUT (the device tool brings back 8, two folders deep).
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # The torch peer and JAX share the GPU in the throughput step: allocate on demand.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-DATA=${DATA:-../shared/data/omniglot}
+DATA=${DATA:-$([ -d .device_data/omniglot ] && echo .device_data/omniglot || echo ../shared/data/omniglot)}
+if compgen -G '.whl/*.whl' > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 RUN_LIMIT_S=${RUN_LIMIT_S:-400}
 META_ITERS=${META_ITERS:-100000}
 EVAL_TASKS=${EVAL_TASKS:-10000}
