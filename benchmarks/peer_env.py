@@ -69,10 +69,21 @@ def ensure_torch_venv(path: Path = DEFAULT_VENV) -> Path:
 LEARN2LEARN_VENV = BENCH_DIR / ".venv-learn2learn"
 
 
-def _imports(python: Path, modules: str) -> bool:
-    """True if ``python`` exists and imports ``modules`` (warnings silenced: torchvision's are expected)."""
+def _import_error(python: Path, modules: str) -> str | None:
+    """Why ``python`` cannot import ``modules`` (the last line of its error), or None when it can (warnings
+    silenced: torchvision's are expected)."""
+    if not python.exists():
+        return f"{python} does not exist"
     probe = f"import warnings; warnings.simplefilter('ignore'); import {modules}"
-    return python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    return (result.stderr.strip().splitlines() or ["no error message"])[-1]
+
+
+def _imports(python: Path, modules: str) -> bool:
+    """True if ``python`` exists and imports ``modules``."""
+    return _import_error(python, modules) is None
 
 
 def _pip_installer(python: Path):
@@ -172,10 +183,8 @@ def _current_python_importing(modules: str) -> Path:
     package index is reachable to build a venv (nor would a CPU venv measure the GPU).
     """
     current = Path(sys.executable)
-    probe = f"import warnings; warnings.simplefilter('ignore'); import {modules}"
-    result = subprocess.run([str(current), "-c", probe], capture_output=True, text=True)
-    if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["no error message"])[-1]
+    reason = _import_error(current, modules)
+    if reason is not None:
         raise RuntimeError(
             f"the peer runs in this interpreter ({current}) on a GPU, but it cannot import {modules}: {reason}. "
             "Install them beside its CUDA torch (on a lent GPU machine: benchmarks/device_carry.sh here, then "
