@@ -14,6 +14,7 @@ import pytest
 from metajax.continual import (
     ContinualBatch,
     Experience,
+    Strategy,
     agem,
     average_accuracy,
     backward_transfer,
@@ -195,15 +196,44 @@ def test_replay_extends_each_batch_by_replay_batch_buffer_examples(replay_batch,
     assert float(extended.weight[BATCH:].min()) == 1.0
 
 
+def _learner_draws(key):
+    """The batches and step keys the learner draws for one epoch of N examples, as ``_draw`` documents
+    them: one draw of random words; the first N order the examples, the rest are threefry keys (two
+    words each), three per step (augment, project, observe) and one at the end."""
+    steps = N // BATCH
+    words = jax.random.bits(key, (N + (3 * steps + 1) * 2,), jnp.uint32)
+    rows = np.argsort(np.asarray(words[:N]), kind="stable")[: steps * BATCH].reshape(steps, BATCH)
+    keys = jax.random.wrap_key_data(words[N:].reshape(-1, 2))
+    return rows, keys[:-1].reshape(steps, 3)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_every_epoch_visits_each_example_once_in_a_new_order(jit):
+    """A strategy that records, for each step, which examples (one-hot ids) the stream gave it."""
+    n, epochs, batch = 12, 3, 4
+    record = Strategy(
+        init=lambda params: jnp.zeros((epochs * n // batch, n)),
+        observe=lambda seen, arrived, key: seen.at[jnp.argmax(jnp.sum(seen, axis=1) == 0)].set(arrived.x.sum(0)),
+    )
+    learner = continual_learner(MLP((3,), 2).apply, record, optax.sgd(0.1), epochs=epochs, batch_size=batch)
+    experience = Experience(jnp.eye(n), jnp.zeros(n, jnp.int32), jnp.ones(2, bool), jnp.int32(0))
+    state = learner.init(MLP((3,), 2).init(jax.random.key(0), jnp.zeros((1, n))))
+    train = jax.jit(learner.train_experience) if jit else learner.train_experience
+    seen, _ = train(state, experience, key=jax.random.key(4))
+    per_epoch = np.asarray(seen.strategy_state).reshape(epochs, n // batch, n)
+    np.testing.assert_array_equal(per_epoch.sum(axis=1), np.ones((epochs, n)))  # each example once an epoch
+    step_of_example = [tuple(np.argmax(epoch, axis=0)) for epoch in per_epoch]
+    assert len(set(step_of_example)) == epochs  # a new order every epoch
+
+
 def _reference_naive_run(params, experiences, key, optimizer, reset_optimizer):
     """Plain SGD over the same shuffled batches the learner draws, one Python step at a time."""
     opt_state = optimizer.init(params)
     for experience, exp_key in zip(experiences, jax.random.split(key, len(experiences)), strict=True):
         if reset_optimizer:
             opt_state = optimizer.init(params)
-        order_key, _, _ = jax.random.split(exp_key, 3)
-        rows = np.asarray(jax.random.permutation(jax.random.split(order_key, 1)[0], N))[: (N // BATCH) * BATCH]
-        for batch_rows in rows.reshape(-1, BATCH):
+        rows, _ = _learner_draws(exp_key)
+        for batch_rows in rows:
             batch = ContinualBatch(
                 experience.x[batch_rows],
                 experience.y[batch_rows],
@@ -267,21 +297,18 @@ def test_online_replay_equals_a_loop_that_replays_then_stores_each_batch(jit):
 
     params, buffer = _params(), empty_buffer(capacity, FEATURES, OUTPUTS)
     for experience, exp_key in zip(experiences, jax.random.split(key, 2), strict=True):
-        order_key, steps_key, _ = jax.random.split(exp_key, 3)
-        rows = jax.random.permutation(jax.random.split(order_key, 1)[0], N)[: (N // BATCH) * BATCH].reshape(-1, BATCH)
-        for batch_rows, step_key in zip(rows, jax.random.split(steps_key, rows.shape[0]), strict=True):
+        rows, step_keys = _learner_draws(exp_key)
+        for batch_rows, (augment_key, _, observe_key) in zip(rows, step_keys, strict=True):
             head = jnp.broadcast_to(experience.logit_mask, (BATCH, OUTPUTS))
             arrived = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, jnp.ones(BATCH))
-            replayed = sample(buffer, BATCH, key=jax.random.split(step_key)[0])
+            replayed = sample(buffer, BATCH, key=augment_key)
             batch = ContinualBatch(*(jnp.concatenate(pair) for pair in zip(arrived, replayed, strict=True)))
             grads = jax.grad(lambda p, b=batch: masked_cross_entropy(MODEL.apply(p, b.x), b.y, b.logit_mask, b.weight))(
                 params
             )
             updates, _ = optimizer.update(grads, optimizer.init(params), params)
             params = optax.apply_updates(params, updates)
-            buffer = reservoir_add(
-                buffer, arrived.x, arrived.y, arrived.logit_mask, key=jax.random.fold_in(step_key, 2)
-            )
+            buffer = reservoir_add(buffer, arrived.x, arrived.y, arrived.logit_mask, key=observe_key)
         if experience is experiences[0]:
             assert int(buffer.filled) == capacity  # 24 examples seen: replay already ran inside experience 0.
 

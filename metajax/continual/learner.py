@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,6 +46,31 @@ def check_experience(experience: Experience) -> None:
     check_array("experience.x", experience.x, dtype="floating")
     check_array("experience.y", experience.y, dtype="integer")
     check_array("experience.logit_mask", experience.logit_mask, dtype="bool")
+
+
+_KEYS_PER_STEP = 3  # augment, project, observe
+
+
+def _draw(key: jax.Array, shape: tuple[int, ...], *, keys: int) -> tuple[jax.Array, jax.Array]:
+    """Random ``uint32`` words of ``shape`` and ``keys`` new random keys, from one draw.
+
+    ``jax.random.bits(key, (size + keys * w,))``: the first ``size`` words fill
+    ``shape``, the rest, ``w`` at a time, are the keys (a threefry key is two
+    random words, as ``jax.random.split`` makes them; another implementation's
+    keys get as many words as they hold). One draw because XLA compiles every
+    draw from a key (each split, fold_in, permutation round) as code of its
+    own, and that compilation lies inside every continual run's time:
+    compiling a Split MNIST batch-10 experience took 0.53-0.59 s with five
+    draws, two of them the two rounds of ``jax.random.permutation``, and
+    0.44-0.46 s with one (the build machine's CPU, benchmarks/RESULTS.md).
+    """
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)  # A raw uint32[2] key.
+    words = jax.random.key_data(key).shape[-1]
+    size = math.prod(shape)
+    bits = jax.random.bits(key, (size + keys * words,), jnp.uint32)
+    new_keys = jax.random.wrap_key_data(bits[size:].reshape(keys, words), impl=jax.random.key_impl(key))
+    return bits[:size].reshape(shape), new_keys
 
 
 def continual_learner(
@@ -93,16 +119,17 @@ def continual_learner(
         if steps_per_epoch == 0:
             raise ValueError(f"the experience has {n} examples, fewer than batch_size = {batch_size}")
         opt_state = optimizer.init(state.params) if reset_optimizer else state.opt_state
-        order_key, steps_key, end_key = jax.random.split(key, 3)
-        rows = jax.vmap(lambda k: jax.random.permutation(k, n)[: steps_per_epoch * batch_size])(
-            jax.random.split(order_key, epochs)
-        ).reshape(epochs * steps_per_epoch, batch_size)
+        steps = epochs * steps_per_epoch
+        order_bits, keys = _draw(key, (epochs, n), keys=steps * _KEYS_PER_STEP + 1)
+        # Each epoch's order: the indices sorted by a random word each. A tie keeps two
+        # examples in index order, which costs a training shuffle nothing.
+        rows = jnp.argsort(order_bits, axis=1)[:, : steps_per_epoch * batch_size].reshape(steps, batch_size)
+        step_keys, end_key = keys[:-1].reshape(steps, _KEYS_PER_STEP), keys[-1]
         per_example_heads = experience.logit_mask.ndim == 2  # e.g. joint training over task-IL experiences
 
         def step(carry, inputs):
             params, opt_state, strategy_state = carry
-            batch_rows, step_key = inputs
-            augment_key, project_key = jax.random.split(step_key)
+            batch_rows, (augment_key, project_key, observe_key) = inputs
             head = (
                 experience.logit_mask[batch_rows]
                 if per_example_heads
@@ -120,11 +147,9 @@ def continual_learner(
             updates, opt_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             strategy_state = strategy.after_step(strategy_state, params, new_params, grads)
-            # A key of its own, so that strategies without the hook keep the random streams they had.
-            strategy_state = strategy.observe(strategy_state, arrived, jax.random.fold_in(step_key, 2))
+            strategy_state = strategy.observe(strategy_state, arrived, observe_key)
             return (new_params, opt_state, strategy_state), loss
 
-        step_keys = jax.random.split(steps_key, rows.shape[0])
         (params, opt_state, strategy_state), losses = jax.lax.scan(
             step, (state.params, opt_state, state.strategy_state), (rows, step_keys)
         )
