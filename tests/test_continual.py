@@ -175,6 +175,20 @@ def test_class_balanced_buffer_gives_every_seen_class_its_quota():
         )
 
 
+@pytest.mark.parametrize("jit", [True, False])
+def test_sample_draws_the_filled_slots_uniformly(jit):
+    buffer = empty_buffer(8, 1, 1)  # 5 of 8 slots filled, with their slot numbers
+    buffer = reservoir_add(
+        buffer, jnp.arange(5.0)[:, None], jnp.zeros(5, jnp.int32), jnp.ones(1, bool), key=jax.random.key(0)
+    )
+    draw = jax.jit(sample, static_argnums=1) if jit else sample
+    x, _, _, weight = draw(buffer, 20000, key=jax.random.key(7))
+    counts = np.bincount(np.asarray(x[:, 0]).astype(int), minlength=8)
+    assert counts[5:].sum() == 0 and float(weight.min()) == 1.0
+    # 4000 expected each, binomial standard deviation 57: 5 sigma bounds every count.
+    assert np.all(np.abs(counts[:5] - 4000) < 5 * np.sqrt(20000 * 0.2 * 0.8)), counts
+
+
 def test_sample_is_weightless_while_the_buffer_is_empty():
     x, y, mask, weight = sample(empty_buffer(5, 2, 3), 4, key=jax.random.key(0))
     assert x.shape == (4, 2) and float(weight.sum()) == 0.0
