@@ -60,9 +60,9 @@ def _draw(key: jax.Array, shape: tuple[int, ...], *, keys: int) -> tuple[jax.Arr
     keys get as many words as they hold). One draw because XLA compiles every
     draw from a key (each split, fold_in, permutation round) as code of its
     own, and that compilation lies inside every continual run's time:
-    compiling a Split MNIST batch-10 experience took 0.53-0.59 s with five
+    compiling a Split MNIST batch-10 experience took 0.58-0.63 s with five
     draws, two of them the two rounds of ``jax.random.permutation``, and
-    0.44-0.46 s with one (the build machine's CPU, benchmarks/RESULTS.md).
+    0.44-0.48 s with one (the build machine's CPU, benchmarks/RESULTS.md).
     """
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)  # A raw uint32[2] key.
