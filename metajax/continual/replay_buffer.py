@@ -1,7 +1,7 @@
 """A fixed-size replay buffer held on the device as arrays, updated by pure functions.
 
 The filled slots always form a prefix of the arrays, so sampling is a
-``randint`` over the filled count.
+uniform integer below the filled count.
 """
 
 from __future__ import annotations
