@@ -240,6 +240,18 @@ def test_every_epoch_visits_each_example_once_in_a_new_order(jit):
     assert len(set(step_of_example)) == epochs  # a new order every epoch
 
 
+def test_a_raw_key_trains_as_its_typed_key_and_other_key_implementations_train():
+    learner = continual_learner(MODEL.apply, naive(), optax.sgd(0.1), epochs=2, batch_size=BATCH)
+    train = jax.jit(learner.train_experience)
+    state, experience = learner.init(_params()), _experience(0)
+    typed, _ = train(state, experience, key=jax.random.key(3))
+    raw, _ = train(state, experience, key=jax.random.PRNGKey(3))  # uint32[2]
+    chex.assert_trees_all_equal(raw.params, typed.params)
+    rbg, metrics = train(state, experience, key=jax.random.key(3, impl="rbg"))  # four words a key
+    assert np.isfinite(metrics["loss"])
+    assert not np.allclose(rbg.params["params"]["Dense_0"]["kernel"], typed.params["params"]["Dense_0"]["kernel"])
+
+
 def _reference_naive_run(params, experiences, key, optimizer, reset_optimizer):
     """Plain SGD over the same shuffled batches the learner draws, one Python step at a time."""
     opt_state = optimizer.init(params)
