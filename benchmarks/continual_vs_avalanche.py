@@ -7,7 +7,8 @@ experience. Strategies: naive fine-tuning, experience replay (1000 examples)
 and EWC (lambda 1000, a separate penalty per experience). The wall time (the
 median of ``--repeats`` alternating runs of each side) is
 what a user waits for: training and the evaluations after every experience,
-metajax's compilation (and its final checkpoint) included. Avalanche runs in
+metajax's compilation included (not its final checkpoint, written after its
+clock stops; Avalanche writes none). Avalanche runs in
 its own virtual environment (``peer_env.ensure_avalanche_venv``), with as many
 torch threads as this machine has cores; the two never run at the same time.
 
