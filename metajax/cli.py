@@ -330,10 +330,26 @@ def _start_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
 
+def _version_line() -> str:
+    """metajax's version and those of the parts its results depend on, for bug reports and run records."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from metajax import __version__
+
+    parts = [f"metajax {__version__}"]
+    for package in ("jax", "jaxlib", "flax", "optax"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} not installed")
+    return ", ".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _OneLineErrorParser(
         prog="metajax", description="Meta-learning, multi-task and continual learning in pure JAX."
     )
+    parser.add_argument("--version", action="version", version=_version_line())
     distributed = parser.add_argument_group(
         "several hosts", "run one process per host, each with the same command and its own --process-id"
     )

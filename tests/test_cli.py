@@ -93,6 +93,18 @@ def test_non_positive_sizes_are_rejected_by_the_parser(capsys):
     assert "--meta-batch: must be a positive integer, got 0" in capsys.readouterr().err
 
 
+def test_version_names_metajax_and_its_jax(capsys):
+    import jax
+
+    import metajax
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"metajax {metajax.__version__}, jax {jax.__version__}, jaxlib ")
+
+
 def test_confidence_interval_formula():
     values = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
     mean, half_width = mean_and_ci95(values)
