@@ -1,5 +1,7 @@
 """MNIST loading (TFDS and npz) and the continual-learning streams built from it."""
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -73,6 +75,7 @@ def test_missing_and_corrupt_mnist_say_where_and_how(tmp_path, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(tfds, "data_source", offline)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])  # The host resolves; the download fails.
     with pytest.raises(DataError, match="could not load mnist with TensorFlow Datasets.*ConnectionError.*--data-dir"):
         load_mnist(None, tfds_data_dir=str(tmp_path))
 

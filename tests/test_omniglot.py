@@ -1,5 +1,7 @@
 """Omniglot from local files and from TFDS (mocked): the same arrays, clear errors."""
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -110,11 +112,20 @@ def test_tfds_records_that_are_not_omniglot_are_refused():
         load_omniglot(None)
 
 
+@pytest.mark.parametrize("dataset", ["omniglot", "mnist"])
+def test_tfds_can_prepare_a_download(dataset):
+    """A TFDS builder finds its own code before it downloads: on Python >= 3.9 that needs
+    ``importlib_resources``, which TFDS does not declare (tensorflow/datasets#11212), so
+    metajax does; without it ``--dataset omniglot`` with a network fails before downloading."""
+    assert tfds.builder_cls(dataset).code_path.name == f"{dataset}.py"
+
+
 def test_tfds_failure_says_how_to_work_offline(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(tfds, "data_source", offline)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])  # The host resolves; the download fails.
     with pytest.raises(DataError, match=rf"looked in {tmp_path}.*ConnectionError: no network.*--data-dir"):
         load_omniglot(None, tfds_data_dir=str(tmp_path))
 
