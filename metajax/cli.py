@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +21,7 @@ from metajax.train.continual_config import (
     CONTINUAL_STRATEGIES,
     ContinualConfig,
 )
-from metajax.train.errors import TrainingDiverged
+from metajax.train.errors import RunInterrupted, TrainingDiverged
 from metajax.train.multitask_config import LOSS_WEIGHTINGS, MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
 
 
@@ -410,6 +411,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(error).split())  # One line, whatever the error's own layout.
         print(f"metajax {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RunInterrupted as stopped:  # SIGTERM or Ctrl-C during training, after a checkpoint.
+        print(f"metajax {args.command}: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    except KeyboardInterrupt:  # Ctrl-C twice, or outside training (loading data, scoring).
+        print(
+            f"metajax {args.command}: interrupted; rerunning the same command resumes from the last checkpoint saved",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGINT
     if args.process_id:  # Process 0 of several prints the results; the others computed the same.
         return 0
     if args.dry_run:

@@ -105,6 +105,19 @@ def test_version_names_metajax_and_its_jax(capsys):
     assert line.startswith(f"metajax {metajax.__version__}, jax {jax.__version__}, jaxlib ")
 
 
+def test_ctrl_c_outside_training_ends_in_one_line_and_exit_code_130(monkeypatch, tmp_path, capsys):
+    from metajax.train import meta_training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(meta_training, "train_and_evaluate", interrupted)
+    assert main(["maml", "--workdir", str(tmp_path), "--no-progress"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "metajax maml: interrupted; rerunning the same command resumes from the last checkpoint saved"
+    ]
+
+
 def test_confidence_interval_formula():
     values = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
     mean, half_width = mean_and_ci95(values)

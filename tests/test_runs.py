@@ -78,6 +78,81 @@ def test_killed_run_resumes_to_the_same_result_bit_for_bit(run, tmp_path, capsys
         np.testing.assert_array_equal(resumed, whole)
 
 
+# Runs a command in a fresh process that sends itself a signal right after writing its N-th log record,
+# as a scheduler's SIGTERM (or a user's Ctrl-C) would arrive in the middle of training.
+_SIGNAL_AFTER_RECORDS = """
+import os, signal, sys
+from metajax.cli import main
+from metajax.train.metrics_log import MetricsLog
+write, written = MetricsLog.write, []
+def write_then_signal(self, record):
+    write(self, record)
+    written.append(record)
+    if len(written) == {records}:
+        os.kill(os.getpid(), signal.{signal})
+MetricsLog.write = write_then_signal
+sys.exit(main({args!r}))
+"""
+
+
+@pytest.mark.parametrize(
+    "run, stop_signal, exit_code, where",
+    [
+        ("maml", "SIGTERM", 143, "at step 30 of 40"),
+        ("mmoe", "SIGTERM", 143, "after epoch 3 of 4"),
+        ("continual", "SIGINT", 130, "after experience 3 of 5"),
+    ],
+)
+def test_a_signal_saves_where_the_run_is_and_it_resumes_to_the_same_result(
+    run, stop_signal, exit_code, where, tmp_path, capsys
+):
+    # Periodic checkpoints too rare to help: what survives is the signal's own checkpoint.
+    args = [*RUNS[run], "--seed", "1", "--no-progress", "--checkpoint-every", "1000"]
+    assert main([*args, "--workdir", str(tmp_path / "whole")]) == 0
+
+    stopped = tmp_path / "stopped"
+    code = _SIGNAL_AFTER_RECORDS.format(records=3, signal=stop_signal, args=[*args, "--workdir", str(stopped)])
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert process.returncode == exit_code, process.stderr[-2000:]
+    assert f"{stop_signal} received" in process.stdout
+    errors = [line for line in process.stderr.splitlines() if line.startswith("metajax ")]
+    assert errors == [
+        f"metajax {run}: stopped by {stop_signal} {where}; its checkpoint is saved in {stopped / 'checkpoints'}: "
+        "rerun the same command to resume"
+    ], process.stderr[-2000:]
+    assert "Traceback" not in process.stderr
+    assert [p.name for p in (stopped / "checkpoints").iterdir()] == [where.split()[-3]]
+    assert not (stopped / "summary.json").exists()
+
+    capsys.readouterr()
+    assert main([*args, "--workdir", str(stopped)]) == 0
+    assert "resuming from the checkpoint" in capsys.readouterr().out
+    assert _results(stopped) == _results(tmp_path / "whole")
+    for resumed, whole in zip(_final_state(stopped), _final_state(tmp_path / "whole"), strict=True):
+        np.testing.assert_array_equal(resumed, whole)
+
+
+def test_a_second_signal_acts_at_once_and_the_handlers_are_given_back():
+    code = """
+import os, signal
+from metajax.train.interruption import StopSignals
+with StopSignals() as stop:
+    os.kill(os.getpid(), signal.SIGINT)
+    print("first noted", stop.received == signal.SIGINT)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        print("second ignored")
+    except KeyboardInterrupt:
+        print("second raised KeyboardInterrupt")
+print("restored", signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+"""
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = process.stdout.splitlines()
+    assert lines[0].startswith("SIGINT received: stopping after a checkpoint"), process.stderr[-2000:]
+    assert lines[1:] == ["first noted True", "second raised KeyboardInterrupt", "restored True True"]
+
+
 def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(tmp_path, capsys):
     args = [*RUNS["reptile"], "--no-progress", "--workdir", str(tmp_path)]
     process = subprocess.run(

@@ -33,6 +33,7 @@ from metajax.models import MLP
 from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
+from metajax.train.interruption import StopSignals
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
@@ -231,25 +232,33 @@ def train_and_evaluate(
         unit="exp",
         initial=progress["experiences"],
     )
-    for index, experience in enumerate(bar):
-        if index < progress["experiences"]:
-            continue
-        state, metrics = train_experience(state, experience, train_keys, np.uint32(index))
-        losses = to_host(metrics["loss"])
-        if not np.all(np.isfinite(losses)):
-            log.close()
-            checkpoints.close()
-            raise TrainingDiverged(f"training loss became {losses} in experience {index}; {checkpoints.kept_message()}")
-        row = to_host(accuracy(state.params, *test))  # [seeds, experiences]
-        rows.append(row)
-        record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
-        log.write(record)
-        bar.set_postfix(seen_accuracy=f"{row[:, : index + 1].mean():.3f}")
-        progress.update(
-            experiences=index + 1, rows=[r.tolist() for r in rows], train_seconds=time.perf_counter() - started
-        )
-        if (index + 1) % checkpoint_every == 0 or index + 1 == len(experiences):
-            checkpoints.save(index + 1, state, progress)
+    with StopSignals() as stop:  # SIGTERM, Ctrl-C: save, then stop.
+        for index, experience in enumerate(bar):
+            if index < progress["experiences"]:
+                continue
+            state, metrics = train_experience(state, experience, train_keys, np.uint32(index))
+            losses = to_host(metrics["loss"])
+            if not np.all(np.isfinite(losses)):
+                log.close()
+                checkpoints.close()
+                raise TrainingDiverged(
+                    f"training loss became {losses} in experience {index}; {checkpoints.kept_message()}"
+                )
+            row = to_host(accuracy(state.params, *test))  # [seeds, experiences]
+            rows.append(row)
+            record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
+            log.write(record)
+            bar.set_postfix(seen_accuracy=f"{row[:, : index + 1].mean():.3f}")
+            progress.update(
+                experiences=index + 1, rows=[r.tolist() for r in rows], train_seconds=time.perf_counter() - started
+            )
+            if (index + 1) % checkpoint_every == 0 or index + 1 == len(experiences) or stop.received:
+                checkpoints.save(index + 1, state, progress)
+            if stop.received:
+                bar.close()
+                log.close()
+                checkpoints.close()
+                raise stop.interrupted(f"after experience {index + 1} of {len(experiences)}", checkpoints.directory)
     bar.close()
     log.close()
     checkpoints.close()

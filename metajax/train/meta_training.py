@@ -20,6 +20,7 @@ from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.config import MetaLearningConfig
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
+from metajax.train.interruption import StopSignals
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, place_replicated, shard_leading_axis, to_host
@@ -209,45 +210,54 @@ def train_and_evaluate(
     # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
     print_every = config.log_every * max(1, round(config.meta_iters / config.log_every / 20))
     last_saved = int(state.step)
-    while int(state.step) < config.meta_iters:
-        num_steps = min(config.log_every, config.meta_iters - int(state.step))
-        chunk_start = time.perf_counter()
-        state, metrics = train_chunk(state, train_bank, num_steps)
-        metrics = to_host(metrics)
-        elapsed = time.perf_counter() - chunk_start
-        if not first_chunk:  # The first chunk of a process includes compilation.
-            progress["steady_seconds"] += elapsed
-            progress["steady_steps"] += num_steps
-        first_chunk = False
-        for name, values in metrics.items():
-            if not np.all(np.isfinite(values)):
-                bad_step = int(state.step) - num_steps + int(np.argmin(np.isfinite(values)))
+    with StopSignals() as stop:  # SIGTERM, Ctrl-C: save, then stop.
+        while int(state.step) < config.meta_iters:
+            num_steps = min(config.log_every, config.meta_iters - int(state.step))
+            chunk_start = time.perf_counter()
+            state, metrics = train_chunk(state, train_bank, num_steps)
+            metrics = to_host(metrics)
+            elapsed = time.perf_counter() - chunk_start
+            if not first_chunk:  # The first chunk of a process includes compilation.
+                progress["steady_seconds"] += elapsed
+                progress["steady_steps"] += num_steps
+            first_chunk = False
+            for name, values in metrics.items():
+                if not np.all(np.isfinite(values)):
+                    bad_step = int(state.step) - num_steps + int(np.argmin(np.isfinite(values)))
+                    log.close()
+                    checkpoints.close()
+                    raise TrainingDiverged(
+                        f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}; "
+                        f"{checkpoints.kept_message()}"
+                    )
+            # Means over the chunk, except schedules, reported where the chunk ends.
+            record = {"step": int(state.step)}
+            record.update(
+                {
+                    name: float(values[-1] if name == "meta_step_size" else values.mean())
+                    for name, values in metrics.items()
+                }
+            )
+            record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
+            log.write(record)
+            if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
+                shown = "  ".join(
+                    f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
+                )
+                report(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
+            bar.update(num_steps)
+            bar.set_postfix(loss=f"{record[_headline_loss(record)]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
+            progress["train_seconds"] = time.perf_counter() - started
+            progress["last_record"] = record
+            step = int(state.step)
+            if step // checkpoint_every > last_saved // checkpoint_every or step == config.meta_iters or stop.received:
+                checkpoints.save(step, state, progress)
+                last_saved = step
+            if stop.received:
+                bar.close()
                 log.close()
                 checkpoints.close()
-                raise TrainingDiverged(
-                    f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}; "
-                    f"{checkpoints.kept_message()}"
-                )
-        # Means over the chunk, except schedules, reported where the chunk ends.
-        record = {"step": int(state.step)}
-        record.update(
-            {name: float(values[-1] if name == "meta_step_size" else values.mean()) for name, values in metrics.items()}
-        )
-        record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
-        log.write(record)
-        if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
-            shown = "  ".join(
-                f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
-            )
-            report(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
-        bar.update(num_steps)
-        bar.set_postfix(loss=f"{record[_headline_loss(record)]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
-        progress["train_seconds"] = time.perf_counter() - started
-        progress["last_record"] = record
-        step = int(state.step)
-        if step // checkpoint_every > last_saved // checkpoint_every or step == config.meta_iters:
-            checkpoints.save(step, state, progress)
-            last_saved = step
+                raise stop.interrupted(f"at step {step} of {config.meta_iters}", checkpoints.directory)
     bar.close()
     log.close()
     checkpoints.close()

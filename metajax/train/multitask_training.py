@@ -22,6 +22,7 @@ from metajax.multitask.evaluation import headline, score_split
 from metajax.multitask.weighting import WEIGHTINGS
 from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.errors import TrainingDiverged
+from metajax.train.interruption import StopSignals
 from metajax.train.metrics_log import MetricsLog
 from metajax.train.multitask_config import MultiTaskConfig
 from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
@@ -147,42 +148,48 @@ def train_and_evaluate(
         unit="epoch",
     )
     first_epoch = True
-    for epoch in bar:
-        epoch_start = time.perf_counter()
-        state, metrics = train_epoch(state, train, np.uint32(epoch))
-        metrics = to_host(metrics)
-        elapsed = time.perf_counter() - epoch_start
-        if not first_epoch:  # The first epoch of a process includes compilation.
-            progress["steady_seconds"] += elapsed
-            progress["steady_epochs"] += 1
-        first_epoch = False
-        if not np.all(np.isfinite(metrics["task_losses"])):
-            log.close()
-            checkpoints.close()
-            raise TrainingDiverged(
-                f"training loss became {metrics['task_losses']} in epoch {epoch}; {checkpoints.kept_message()}"
+    with StopSignals() as stop:  # SIGTERM, Ctrl-C: save, then stop.
+        for epoch in bar:
+            epoch_start = time.perf_counter()
+            state, metrics = train_epoch(state, train, np.uint32(epoch))
+            metrics = to_host(metrics)
+            elapsed = time.perf_counter() - epoch_start
+            if not first_epoch:  # The first epoch of a process includes compilation.
+                progress["steady_seconds"] += elapsed
+                progress["steady_epochs"] += 1
+            first_epoch = False
+            if not np.all(np.isfinite(metrics["task_losses"])):
+                log.close()
+                checkpoints.close()
+                raise TrainingDiverged(
+                    f"training loss became {metrics['task_losses']} in epoch {epoch}; {checkpoints.kept_message()}"
+                )
+            validation = score(state.params, dataset.validation)
+            value = headline(validation, dataset.task_kinds)
+            if value > best_value:
+                best_value = value
+                progress.update(best_value=float(value), best_epoch=epoch, best_validation=validation)
+                best_params = jax.tree.map(jnp.copy, state.params)
+            record = {
+                "epoch": epoch,
+                "step": int(state.step),
+                "train_task_losses": dict(zip(dataset.task_names, map(float, metrics["task_losses"]), strict=True)),
+                "task_weights": dict(zip(dataset.task_names, map(float, metrics["task_weights"]), strict=True)),
+                "validation": validation["tasks"],
+                "examples_per_second": steps_per_epoch * config.batch_size / elapsed,
+            }
+            log.write(record)
+            bar.set_postfix(
+                {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
             )
-        validation = score(state.params, dataset.validation)
-        value = headline(validation, dataset.task_kinds)
-        if value > best_value:
-            best_value = value
-            progress.update(best_value=float(value), best_epoch=epoch, best_validation=validation)
-            best_params = jax.tree.map(jnp.copy, state.params)
-        record = {
-            "epoch": epoch,
-            "step": int(state.step),
-            "train_task_losses": dict(zip(dataset.task_names, map(float, metrics["task_losses"]), strict=True)),
-            "task_weights": dict(zip(dataset.task_names, map(float, metrics["task_weights"]), strict=True)),
-            "validation": validation["tasks"],
-            "examples_per_second": steps_per_epoch * config.batch_size / elapsed,
-        }
-        log.write(record)
-        bar.set_postfix(
-            {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
-        )
-        progress.update(epoch=epoch, train_seconds=time.perf_counter() - started)
-        if epoch % checkpoint_every == 0 or epoch == config.epochs:
-            checkpoints.save(epoch, {"state": state, "best_params": best_params}, progress)
+            progress.update(epoch=epoch, train_seconds=time.perf_counter() - started)
+            if epoch % checkpoint_every == 0 or epoch == config.epochs or stop.received:
+                checkpoints.save(epoch, {"state": state, "best_params": best_params}, progress)
+            if stop.received:
+                bar.close()
+                log.close()
+                checkpoints.close()
+                raise stop.interrupted(f"after epoch {epoch} of {config.epochs}", checkpoints.directory)
     bar.close()
     log.close()
     checkpoints.close()
