@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -331,6 +333,20 @@ def _start_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
 
+def _unusable_workdir(workdir: str) -> str | None:
+    """Why ``--workdir`` cannot hold a run (it is a file, cannot be created, is not writable), or None."""
+    path = Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"--workdir {workdir} is a file, not a folder"
+    except OSError as error:
+        return f"--workdir {workdir} cannot be created: {error.strerror}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"--workdir {workdir} is not writable"
+    return None
+
+
 def _version_line() -> str:
     """metajax's version and those of the parts its results depend on, for bug reports and run records."""
     from importlib.metadata import PackageNotFoundError, version
@@ -380,6 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {path}")
         return 0
 
+    unusable = _unusable_workdir(args.workdir)
+    if unusable:  # Before any data is loaded or anything compiled.
+        print(f"metajax {args.command}: error: {unusable}", file=sys.stderr)
+        return 2
     options = vars(args).copy()
     for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices",
                  "coordinator", "num_processes", "process_id"):  # fmt: skip
@@ -414,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunInterrupted as stopped:  # SIGTERM or Ctrl-C during training, after a checkpoint.
         print(f"metajax {args.command}: {stopped}", file=sys.stderr)
         return stopped.exit_code
+    except OSError as error:  # A disk that fills up, a file that cannot be written: one line, naming it.
+        print(f"metajax {args.command}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C twice, or outside training (loading data, scoring).
         print(
             f"metajax {args.command}: interrupted; rerunning the same command resumes from the last checkpoint saved",

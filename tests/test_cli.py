@@ -118,6 +118,40 @@ def test_ctrl_c_outside_training_ends_in_one_line_and_exit_code_130(monkeypatch,
     ]
 
 
+@pytest.mark.parametrize("command", ["reptile", "mmoe", "continual"])
+def test_a_workdir_that_cannot_hold_a_run_fails_in_one_line(command, tmp_path, capsys, monkeypatch):
+    from metajax.train import continual_training, meta_training, multitask_training
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the runner started with an unusable workdir")
+
+    for module in (continual_training, meta_training, multitask_training):
+        monkeypatch.setattr(module, "train_and_evaluate", must_not_run)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main([command, "--workdir", str(a_file)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"metajax {command}: error: --workdir {a_file} is a file, not a folder"
+    ]
+    assert main([command, "--workdir", str(a_file / "run")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"metajax {command}: error: --workdir {a_file / 'run'} cannot be created: Not a directory"
+    ]
+
+
+def test_a_full_disk_during_a_run_ends_in_one_line_naming_the_file(monkeypatch, tmp_path, capsys):
+    from metajax.train import meta_training
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "summary.json"))
+
+    monkeypatch.setattr(meta_training, "train_and_evaluate", disk_full)
+    assert main(["maml", "--workdir", str(tmp_path), "--no-progress"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"metajax maml: error: OSError: [Errno 28] No space left on device: '{tmp_path / 'summary.json'}'"
+    ]
+
+
 def test_confidence_interval_formula():
     values = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
     mean, half_width = mean_and_ci95(values)
