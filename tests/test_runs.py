@@ -290,6 +290,17 @@ def test_plot_of_a_folder_without_a_run(tmp_path, capsys):
     assert f"no metrics.jsonl in {tmp_path}" in capsys.readouterr().err
 
 
+def test_plot_of_a_damaged_log_names_the_file_and_line(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo\n')
+    assert main(["plot", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'metrics.jsonl'}, line 2, is not JSON" in err[0]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    (tmp_path / "summary.json").write_text("{")
+    assert main(["plot", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'summary.json'} is not JSON" in capsys.readouterr().err
+
+
 SHARDED = {
     "maml": ["maml", "--meta-batch", "8", "--meta-iters", "20", "--log-every", "10", "--eval-tasks", "40",
              "--eval-chunk", "20"],

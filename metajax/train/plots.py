@@ -13,6 +13,24 @@ from metajax.train.metrics_log import scalars
 STEP_FIELDS = ("step", "epoch", "experience")
 
 
+def _read_json_lines(path: Path) -> list[dict]:
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}, is not JSON ({error.msg}): {line[:80]!r}") from None
+    return records
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error.msg} at line {error.lineno})") from None
+
+
 def plot_run(workdir: str | Path) -> list[Path]:
     """Draws ``learning_curves.png`` from ``metrics.jsonl``, and from ``summary.json`` the accuracy
     matrix (continual runs) or the mean gate weights (mixture-of-experts runs); returns the files written.
@@ -24,7 +42,7 @@ def plot_run(workdir: str | Path) -> list[Path]:
     log_path = workdir / "metrics.jsonl"
     if not log_path.exists():
         raise ValueError(f"no metrics.jsonl in {workdir}: give the --workdir of a metajax run")
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    records = _read_json_lines(log_path)
     if not records:
         raise ValueError(f"{log_path} is empty: the run has not logged anything yet")
     import matplotlib
@@ -59,7 +77,7 @@ def plot_run(workdir: str | Path) -> list[Path]:
     written.append(path)
 
     summary_path = workdir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = _read_json(summary_path) if summary_path.exists() else {}
     if "accuracy_matrix" in summary:
         config = summary.get("config", {})
         title = f"{config.get('strategy')}, {config.get('benchmark')} {config.get('scenario')}"
