@@ -7,6 +7,7 @@ from the seed and the step number alone, so the step restores them exactly.
 
 orbax writes each checkpoint to a temporary folder and renames it when it is
 complete, so a run killed during a save leaves the previous checkpoint usable.
+A checkpoint damaged later is set aside, and the run resumes from the one before.
 The workdir remembers the config it was started with (``run_config.json``); a
 rerun with a different config is refused, naming the differing fields.
 """
@@ -17,6 +18,7 @@ import dataclasses
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from metajax.train.run_info import report
 from metajax.train.sharding import is_primary_process
 
 # Fault injection for the tests of resumption: the process SIGKILLs itself right
@@ -95,18 +98,54 @@ class RunCheckpoints:
         return f"the last good checkpoint ({step}) is kept in {self.directory}"
 
     def restore(self, like: Any) -> tuple[Any, dict[str, Any]] | None:
-        """The latest ``(state, record)``, with ``state`` shaped like ``like``; ``None`` without checkpoints."""
-        step = self._manager.latest_step()
-        if step is None:
+        """The latest readable ``(state, record)``, with ``state`` shaped like ``like``; ``None`` without
+        checkpoints.
+
+        A checkpoint that cannot be read (damaged or partly copied files) is
+        moved to ``unreadable_checkpoints/`` beside ``checkpoints/``, saying so,
+        when an earlier one can be read: the run resumes from that one, and
+        the step is free to be saved again. When none can be read nothing is
+        moved and a ``ValueError`` says what to do. A run of several processes
+        does not move files (they share the folder): it stops with the error.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()),
+        unreadable = []
+        for step in steps:
+            try:
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()),
+                )
+            except Exception as error:  # orbax and TensorStore raise many kinds for a damaged file.
+                while error.__cause__ is not None:  # The first error says most (which file, what is wrong).
+                    error = error.__cause__
+                unreadable.append((step, f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"))
+                if jax.process_count() > 1:
+                    break
+                continue
+            self._set_aside(unreadable)
+            # Host copies, not arrays committed to the device orbax put them on, so
+            # that the run lays them out over its own mesh as it did the fresh state.
+            return jax.tree.map(np.asarray, restored["state"]), restored["record"]
+        step, reason = unreadable[0]
+        raise ValueError(
+            f"the checkpoint at step {step} in {self.directory} cannot be read ({reason}), nor can any "
+            f"earlier one; move {self.directory} away to start the run afresh"
         )
-        # Host copies, not arrays committed to the device orbax put them on, so
-        # that the run lays them out over its own mesh as it did the fresh state.
-        return jax.tree.map(np.asarray, restored["state"]), restored["record"]
+
+    def _set_aside(self, unreadable: list[tuple[int, str]]) -> None:
+        """Moves unreadable checkpoints out of orbax's folder, keeping them for a look."""
+        aside = self.directory.parent / "unreadable_checkpoints"
+        for step, reason in unreadable:
+            aside.mkdir(exist_ok=True)
+            target = aside / f"{step}.{time.strftime('%Y%m%d-%H%M%S')}"
+            (self.directory / str(step)).rename(target)
+            report(f"the checkpoint at step {step} cannot be read ({reason}); moved it to {target}")
+        if unreadable:
+            self._manager.reload()
 
     def save(self, step: int, state: Any, record: dict[str, Any]) -> None:
         """Saves ``state`` and the JSON-able ``record`` as checkpoint ``step`` (blocking until it is complete)."""
