@@ -212,6 +212,30 @@ def test_same_command_same_seed_same_summary(run, tmp_path):
     assert _results(tmp_path / "a") == _results(tmp_path / "b")
 
 
+def test_a_workdir_in_use_by_another_run_is_refused_naming_the_process(tmp_path, capsys):
+    args = [*RUNS["reptile"], "--no-progress", "--workdir", str(tmp_path)]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom metajax.train.checkpoints import _WorkdirLock\n"
+         f"lock = _WorkdirLock(__import__('pathlib').Path({str(tmp_path)!r}))\nprint('locked', flush=True)\n"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert main(args) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"metajax reptile: error: {tmp_path} is in use by another metajax run (process {holder.pid}); "
+            "wait for it to end, or use another --workdir"
+        ]
+        assert not (tmp_path / "checkpoints").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+        holder.stdout.close()
+    assert main(args) == 0  # The lock went with the process.
+    assert main(args) == 0  # And a run releases its own: the same command again rescores the finished run.
+
+
 def test_workdir_of_another_config_is_refused_naming_the_fields(tmp_path, capsys):
     args = [*RUNS["reptile"], "--no-progress", "--workdir", str(tmp_path)]
     assert main([*args, "--seed", "0"]) == 0

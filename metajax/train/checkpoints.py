@@ -15,10 +15,12 @@ rerun with a different config is refused, naming the differing fields.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import signal
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,51 @@ KILL_AFTER_SAVES_VARIABLE = "METAJAX_KILL_AFTER_CHECKPOINTS"
 RESUMABLE_DIFFERENCES = ("data_dir", "eval_tasks", "eval_chunk", "also_eval_shots")
 
 
+LOCK_FILE = ".metajax.lock"
+
+
 class ConfigMismatch(ValueError):
     """The workdir holds a run with another config."""
+
+
+class WorkdirInUse(ValueError):
+    """Another process is training a run in this workdir."""
+
+
+class _WorkdirLock:
+    """An exclusive ``flock`` on ``workdir/.metajax.lock`` while a run trains there.
+
+    Two processes saving checkpoints of one run into one folder (a command
+    started twice, a scheduler's retry while the first job still runs) would
+    overwrite each other's steps. The lock file holds the owner's process id;
+    the kernel drops the lock when the process ends, however it ends, so a
+    killed run leaves no stale lock behind.
+    """
+
+    def __init__(self, workdir: Path):
+        path = workdir / LOCK_FILE
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(self._fd, 32).decode(errors="replace").strip() or "unknown"
+            self.release()
+            raise WorkdirInUse(
+                f"{workdir} is in use by another metajax run (process {owner}); wait for it to end, "
+                "or use another --workdir"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+        # Released with this object too, should a run end in an exception before close().
+        self._finalizer = weakref.finalize(self, os.close, self._fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            if hasattr(self, "_finalizer"):
+                self._finalizer()  # Closes the descriptor, which drops the lock.
+            else:
+                os.close(self._fd)
+            self._fd = None
 
 
 class RunCheckpoints:
@@ -50,6 +95,8 @@ class RunCheckpoints:
     def __init__(self, workdir: str | Path, config, *, keep: int = 3):
         """``config``: the run's config dataclass (its field defaults also decide which workdirs resume)."""
         self.directory = Path(workdir).absolute() / "checkpoints"
+        # Of several hosts sharing the workdir, process 0 locks it; the others save with it.
+        self._lock = _WorkdirLock(Path(workdir)) if is_primary_process() else None
         defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
         self._check_config(Path(workdir) / "run_config.json", dataclasses.asdict(config), defaults)
         self._manager = ocp.CheckpointManager(
@@ -164,6 +211,8 @@ class RunCheckpoints:
             self._last_step = self._manager.latest_step()
             self._manager.close()
             self._manager = None
+        if self._lock is not None:
+            self._lock.release()
 
 
 def keep_log_until(path: Path, last: int, field: str = "step") -> None:
