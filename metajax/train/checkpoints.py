@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -87,6 +88,28 @@ class _WorkdirLock:
             else:
                 os.close(self._fd)
             self._fd = None
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """Keeps the leftovers of a failed orbax read off the user's screen.
+
+    After a read fails, orbax's pending asyncio callbacks meet their closed
+    event loop when they are collected, and Python prints each
+    ``RuntimeError('Event loop is closed')`` with its traceback as an
+    unraisable exception, however the run goes on. This hook drops exactly
+    those and passes every other unraisable exception to the hook before it.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
 
 
 class RunCheckpoints:
@@ -159,6 +182,7 @@ class RunCheckpoints:
         if not steps:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        _quiet_closed_loop_callbacks()  # Before reading: a failed read's leftovers start during it.
         unreadable = []
         for step in steps:
             try:
