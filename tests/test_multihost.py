@@ -20,16 +20,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run_on_two_hosts(args: list[str], workdir) -> list[subprocess.CompletedProcess]:
-    """Starts process 0 and 1 of a two-process run, waits for both."""
+METAJAX = [sys.executable, "-m", "metajax.cli"]
+
+
+def _start_on_two_hosts(args: list[str], workdir, commands=(METAJAX, METAJAX)) -> list[subprocess.Popen]:
+    """Starts process 0 and 1 of a two-process run (``commands``: how each starts ``metajax``)."""
     environment = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     coordinator = f"localhost:{_free_port()}"
-    processes = [
+    return [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "metajax.cli",
+                *command,
                 "--coordinator",
                 coordinator,
                 "--num-processes",
@@ -48,8 +49,11 @@ def _run_on_two_hosts(args: list[str], workdir) -> list[subprocess.CompletedProc
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        for index in range(2)
+        for index, command in enumerate(commands)
     ]
+
+
+def _wait(processes: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
     finished = []
     for process in processes:
         try:
@@ -59,6 +63,12 @@ def _run_on_two_hosts(args: list[str], workdir) -> list[subprocess.CompletedProc
                 other.kill()
             raise
         finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return finished
+
+
+def _run_on_two_hosts(args: list[str], workdir) -> list[subprocess.CompletedProcess]:
+    """Runs process 0 and 1 of a two-process run to their end, both successful."""
+    finished = _wait(_start_on_two_hosts(args, workdir))
     for index, process in enumerate(finished):
         assert process.returncode == 0, f"process {index}:\n{process.stderr[-3000:]}"
     return finished
@@ -102,6 +112,47 @@ def test_two_processes_resume_from_their_checkpoint(tmp_path):
     assert "resuming from the checkpoint at step 20 of 20" in host_0.stdout + host_0.stderr
     again = json.loads((tmp_path / "summary.json").read_text())
     assert again["config"]["eval_tasks"] == 60 and again["final_training_loss"] == first["final_training_loss"]
+
+
+def test_a_sigterm_to_one_host_stops_both_at_one_checkpoint_and_they_resume(tmp_path):
+    """JAX's preemption service takes SIGTERM in a multi-host run; both processes agree on where to save."""
+    args = [*SHARDED["maml"], "--meta-iters", "200", "--checkpoint-every", "1000"]
+    # Process 1 (which writes nothing) signals itself after its 3rd chunk, as a scheduler would.
+    signal_after_3_records = (
+        "import os, signal, sys\n"
+        "from metajax.cli import main\n"
+        "from metajax.train.metrics_log import MetricsLog\n"
+        "write, written = MetricsLog.write, []\n"
+        "def write_then_signal(self, record):\n"
+        "    write(self, record)\n"
+        "    written.append(record)\n"
+        "    if len(written) == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "MetricsLog.write = write_then_signal\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    stopped = tmp_path / "stopped"
+    host_0, host_1 = _wait(
+        _start_on_two_hosts(args, stopped, (METAJAX, [sys.executable, "-c", signal_after_3_records]))
+    )
+    assert (host_0.returncode, host_1.returncode) == (143, 143), host_0.stderr[-3000:] + host_1.stderr[-3000:]
+    saved = [int(p.name) for p in (stopped / "checkpoints").iterdir()]
+    assert len(saved) == 1 and 30 <= saved[0] < 200, saved
+    for host in (host_0, host_1):
+        assert f"stopped by SIGTERM at step {saved[0]} of 200; its checkpoint is saved in" in host.stderr
+        assert "Traceback" not in host.stderr
+    assert not (stopped / "summary.json").exists()
+
+    host_0, _ = _run_on_two_hosts(args, stopped)
+    assert f"resuming from the checkpoint at step {saved[0]} of 200" in host_0.stdout + host_0.stderr
+    assert main([*args, "--devices", "4", "--no-progress", "--workdir", str(tmp_path / "one_host")]) == 0
+    resumed, one = (
+        _numbers(_without_timing(json.loads((tmp_path / folder / "summary.json").read_text())))
+        for folder in ("stopped", "one_host")
+    )
+    assert resumed.keys() == one.keys() and one
+    for name, value in one.items():
+        assert resumed[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
 @pytest.mark.parametrize(

@@ -252,9 +252,10 @@ def train_and_evaluate(
             progress.update(
                 experiences=index + 1, rows=[r.tolist() for r in rows], train_seconds=time.perf_counter() - started
             )
-            if (index + 1) % checkpoint_every == 0 or index + 1 == len(experiences) or stop.received:
+            stopping = stop.should_stop(index)
+            if (index + 1) % checkpoint_every == 0 or index + 1 == len(experiences) or stopping:
                 checkpoints.save(index + 1, state, progress)
-            if stop.received:
+            if stopping:
                 bar.close()
                 log.close()
                 checkpoints.close()

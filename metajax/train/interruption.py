@@ -6,6 +6,7 @@ Python at once and a run loses everything since its last periodic checkpoint;
 inside ``StopSignals`` it only sets a flag, which the runner reads where it can
 save (after a chunk of meta-steps, an epoch, an experience): it saves, then
 stops with ``RunInterrupted``. Rerunning the same command resumes from there.
+A multi-host run does the same through JAX's preemption service.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import threading
 
 import jax
+from jax.experimental import multihost_utils
 
 from metajax.train.errors import RunInterrupted
 from metajax.train.run_info import report
@@ -22,22 +24,29 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignals:
-    """``with StopSignals() as stop:`` turns SIGTERM and SIGINT into ``stop.received``.
+    """``with StopSignals() as stop:`` turns a SIGTERM or SIGINT into ``stop.should_stop(...)`` being true.
 
-    A second signal acts at once, as it would have without us (Ctrl-C twice
-    stops without saving; the last periodic checkpoint is still there).
-    Handlers are taken over only in the main thread of a single-process run:
-    Python delivers signals to the main thread alone, and the processes of a
-    multi-host run save together, so one process cannot save on its own
-    signal; those runs keep the default behaviour and their periodic checkpoints.
+    One process: the signal sets ``received``, read at the run's next point
+    where it can save. A second signal acts at once, as it would have without
+    us (Ctrl-C twice stops without saving; the last periodic checkpoint is
+    still there). Handlers are taken over in the main thread only, where
+    Python delivers signals.
+
+    Several processes (``jax.distributed``): the processes save together, so
+    none may stop on its own. JAX's preemption service, on by default there,
+    already catches SIGTERM; ``should_stop`` asks it
+    (``multihost_utils.reached_preemption_sync_point``), and every process
+    gets true at the same point, whichever of them was signalled.
     """
 
     def __init__(self):
         self.received: int | None = None
         self._previous: dict[int, object] = {}
+        self._several_processes = False
 
     def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+        self._several_processes = jax.process_count() > 1
+        if not self._several_processes and threading.current_thread() is threading.main_thread():
             for number in STOP_SIGNALS:
                 self._previous[number] = signal.signal(number, self._handle)
         return self
@@ -60,6 +69,22 @@ class StopSignals:
             f"{signal.Signals(number).name} received: stopping after a checkpoint at the next point the run "
             "can save (send it again to stop at once, without saving)"
         )
+
+    def should_stop(self, point: int) -> bool:
+        """Whether to save and stop at this point of the run.
+
+        ``point`` numbers the places where the run can save (chunks, epochs,
+        experiences) in increasing order, the same in every process: JAX's
+        protocol agrees on the point after the highest any process has reached.
+        """
+        if self._several_processes:
+            try:
+                reached = multihost_utils.reached_preemption_sync_point(point)
+            except RuntimeError:  # The service is off (jax_enable_preemption_service): periodic checkpoints only.
+                return False
+            if reached:
+                self.received = signal.SIGTERM
+        return self.received is not None
 
     def interrupted(self, where: str, checkpoint_directory) -> RunInterrupted:
         """The error to stop with once the checkpoint ``where`` names is saved."""

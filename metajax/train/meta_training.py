@@ -209,7 +209,7 @@ def train_and_evaluate(
     )
     # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
     print_every = config.log_every * max(1, round(config.meta_iters / config.log_every / 20))
-    last_saved = int(state.step)
+    last_saved, chunks = int(state.step), 0  # chunks: the points where a stop signal can save, counted.
     with StopSignals() as stop:  # SIGTERM, Ctrl-C: save, then stop.
         while int(state.step) < config.meta_iters:
             num_steps = min(config.log_every, config.meta_iters - int(state.step))
@@ -250,10 +250,12 @@ def train_and_evaluate(
             progress["train_seconds"] = time.perf_counter() - started
             progress["last_record"] = record
             step = int(state.step)
-            if step // checkpoint_every > last_saved // checkpoint_every or step == config.meta_iters or stop.received:
+            stopping = stop.should_stop(chunks)
+            chunks += 1
+            if step // checkpoint_every > last_saved // checkpoint_every or step == config.meta_iters or stopping:
                 checkpoints.save(step, state, progress)
                 last_saved = step
-            if stop.received:
+            if stopping:
                 bar.close()
                 log.close()
                 checkpoints.close()

@@ -183,9 +183,10 @@ def train_and_evaluate(
                 {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
             )
             progress.update(epoch=epoch, train_seconds=time.perf_counter() - started)
-            if epoch % checkpoint_every == 0 or epoch == config.epochs or stop.received:
+            stopping = stop.should_stop(epoch)
+            if epoch % checkpoint_every == 0 or epoch == config.epochs or stopping:
                 checkpoints.save(epoch, {"state": state, "best_params": best_params}, progress)
-            if stop.received:
+            if stopping:
                 bar.close()
                 log.close()
                 checkpoints.close()
