@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from test_runs import SHARDED, _numbers, _without_timing
+from test_runs import SHARDED, _damage, _numbers, _without_timing
 
 from metajax.cli import main
 
@@ -112,6 +112,16 @@ def test_two_processes_resume_from_their_checkpoint(tmp_path):
     assert "resuming from the checkpoint at step 20 of 20" in host_0.stdout + host_0.stderr
     again = json.loads((tmp_path / "summary.json").read_text())
     assert again["config"]["eval_tasks"] == 60 and again["final_training_loss"] == first["final_training_loss"]
+
+
+def test_a_damaged_checkpoint_stops_a_run_of_several_processes_moving_nothing(tmp_path):
+    _run_on_two_hosts(SHARDED["maml"], tmp_path)
+    _damage(tmp_path / "checkpoints" / "20")
+    for index, host in enumerate(_wait(_start_on_two_hosts(SHARDED["maml"], tmp_path))):
+        assert host.returncode == 2, f"process {index}:\n{host.stderr[-3000:]}"
+        assert "the checkpoint at step 20 in" in host.stderr and "does not fall back to an earlier one" in host.stderr
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["20"]
+    assert not (tmp_path / "unreadable_checkpoints").exists()
 
 
 def test_a_sigterm_to_one_host_stops_both_at_one_checkpoint_and_they_resume(tmp_path):

@@ -65,29 +65,24 @@ class _WorkdirLock:
     """
 
     def __init__(self, workdir: Path):
-        path = workdir / LOCK_FILE
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.read(self._fd, 32).decode(errors="replace").strip() or "unknown"
-            self.release()
+            owner = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
             raise WorkdirInUse(
                 f"{workdir} is in use by another metajax run (process {owner}); wait for it to end, "
                 "or use another --workdir"
             ) from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
-        # Released with this object too, should a run end in an exception before close().
-        self._finalizer = weakref.finalize(self, os.close, self._fd)
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        # Closing the descriptor drops the lock: at release(), or with this object should a run
+        # end in an exception before it.
+        self._close = weakref.finalize(self, os.close, descriptor)
 
     def release(self) -> None:
-        if self._fd is not None:
-            if hasattr(self, "_finalizer"):
-                self._finalizer()  # Closes the descriptor, which drops the lock.
-            else:
-                os.close(self._fd)
-            self._fd = None
+        self._close()  # A finalizer runs once: a second release does nothing.
 
 
 def _quiet_closed_loop_callbacks() -> None:
@@ -193,9 +188,13 @@ class RunCheckpoints:
             except Exception as error:  # orbax and TensorStore raise many kinds for a damaged file.
                 while error.__cause__ is not None:  # The first error says most (which file, what is wrong).
                     error = error.__cause__
-                unreadable.append((step, f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"))
+                reason = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
                 if jax.process_count() > 1:
-                    break
+                    raise ValueError(
+                        f"the checkpoint at step {step} in {self.directory} cannot be read ({reason}); a run of "
+                        "several processes does not fall back to an earlier one: move this one away and rerun"
+                    ) from None
+                unreadable.append((step, reason))
                 continue
             self._set_aside(unreadable)
             # Host copies, not arrays committed to the device orbax put them on, so
