@@ -73,9 +73,14 @@ def to_class_bank(ink: np.ndarray, labels: np.ndarray, source: str) -> np.ndarra
         [sorted(range(EXAMPLES_PER_CLASS), key=lambda e, c=c: packed[c, e].tobytes()) for c in range(len(classes))]
     )
     grouped = grouped[np.arange(len(classes))[:, None], canonical]  # Whole images moved: 20x take_along_axis's speed.
+    # The bool images go in as they are and become float32 inside the program: converted
+    # before, they were a 1.4 GB array to write and copy. Loading both sets took 4.1 s
+    # instead of 6.0 on the build machine's CPU, and the banks are the same to the bit.
     resized = jax.jit(
-        lambda x: jax.image.resize(x, (*x.shape[:2], IMAGE_SIZE, IMAGE_SIZE), method="linear", antialias=True)
-    )(jnp.asarray(grouped, jnp.float32))
+        lambda x: jax.image.resize(
+            x.astype(jnp.float32), (*x.shape[:2], IMAGE_SIZE, IMAGE_SIZE), method="linear", antialias=True
+        )
+    )(jnp.asarray(grouped))
     # The antialiasing filter overshoots by rounding (1.0000002): keep pixels in [0, 1].
     return np.clip(np.asarray(resized), 0.0, 1.0)[..., None]
 
