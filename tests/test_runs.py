@@ -57,6 +57,21 @@ def _final_state(workdir: Path) -> list[np.ndarray]:
     return [np.asarray(leaf) for leaf in __import__("jax").tree.leaves(restored)]
 
 
+def _assert_same_run(workdir: Path, whole: Path) -> None:
+    """The same summary and log (timing aside) and the same final state, bit for bit."""
+    assert _results(workdir) == _results(whole)
+    for resumed, uninterrupted in zip(_final_state(workdir), _final_state(whole), strict=True):
+        np.testing.assert_array_equal(resumed, uninterrupted)
+
+
+def _resumes_to_the_same_run(args: list[str], workdir: Path, whole: Path, capsys) -> None:
+    """Reruns ``args`` in ``workdir``: it says it resumes, and ends as the uninterrupted run in ``whole``."""
+    capsys.readouterr()
+    assert main([*args, "--workdir", str(workdir)]) == 0
+    assert "resuming from the checkpoint" in capsys.readouterr().out
+    _assert_same_run(workdir, whole)
+
+
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_killed_run_resumes_to_the_same_result_bit_for_bit(run, tmp_path, capsys):
     args = [*RUNS[run], "--seed", "1", "--no-progress"]
@@ -69,13 +84,7 @@ def test_killed_run_resumes_to_the_same_result_bit_for_bit(run, tmp_path, capsys
     )
     assert process.returncode == -9, process.stderr.decode()[-2000:]
     assert not (killed / "summary.json").exists()
-    capsys.readouterr()
-    assert main([*args, "--workdir", str(killed)]) == 0
-    assert "resuming from the checkpoint" in capsys.readouterr().out
-
-    assert _results(killed) == _results(tmp_path / "whole")
-    for resumed, whole in zip(_final_state(killed), _final_state(tmp_path / "whole"), strict=True):
-        np.testing.assert_array_equal(resumed, whole)
+    _resumes_to_the_same_run(args, killed, tmp_path / "whole", capsys)
 
 
 # Runs a command in a fresh process that sends itself a signal right after writing its N-th log record,
@@ -123,13 +132,7 @@ def test_a_signal_saves_where_the_run_is_and_it_resumes_to_the_same_result(
     assert "Traceback" not in process.stderr
     assert [p.name for p in (stopped / "checkpoints").iterdir()] == [where.split()[-3]]
     assert not (stopped / "summary.json").exists()
-
-    capsys.readouterr()
-    assert main([*args, "--workdir", str(stopped)]) == 0
-    assert "resuming from the checkpoint" in capsys.readouterr().out
-    assert _results(stopped) == _results(tmp_path / "whole")
-    for resumed, whole in zip(_final_state(stopped), _final_state(tmp_path / "whole"), strict=True):
-        np.testing.assert_array_equal(resumed, whole)
+    _resumes_to_the_same_run(args, stopped, tmp_path / "whole", capsys)
 
 
 def test_a_second_signal_acts_at_once_and_the_handlers_are_given_back():
@@ -193,9 +196,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_befo
     assert "resuming from the checkpoint at step 20 of 60" in resumed.stdout
     assert "Traceback" not in resumed.stderr and "Exception ignored" not in resumed.stderr
     assert [p.name.split(".")[0] for p in (damaged / "unreadable_checkpoints").iterdir()] == ["40"]
-    assert _results(damaged) == _results(tmp_path / "whole")  # Step 40 saved again on the way.
-    for restored, whole in zip(_final_state(damaged), _final_state(tmp_path / "whole"), strict=True):
-        np.testing.assert_array_equal(restored, whole)
+    _assert_same_run(damaged, tmp_path / "whole")  # Step 40 saved again on the way.
 
     for checkpoint in (damaged / "checkpoints").iterdir():
         _damage(checkpoint)
