@@ -34,6 +34,8 @@ from metajax.continual import Experience, continual_learner
 from metajax.data.continual_streams import split_mnist
 from metajax.data.mnist import load_mnist
 from metajax.models import MLP
+from metajax.options import options_read_by
+from metajax.registry import CONTINUAL_STRATEGIES
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.continual_training import build_strategy, vmap_runs
 from metajax.train.sharding import device_mesh, place_leading_axis, shard_leading_axis
@@ -43,10 +45,11 @@ HIDDEN = (400, 400)
 
 def time_strategy(stream, strategy_name, seeds, batch_size, args):
     model = MLP(HIDDEN, stream.num_outputs)
+    options = options_read_by(CONTINUAL_STRATEGIES, strategy_name, {"ewc_lambda": 1000.0, "buffer_size": 1000})
     config = ContinualConfig(
-        benchmark="split-mnist", scenario="class-il", strategy=strategy_name, ewc_lambda=1000.0,
-        buffer_size=1000, batch_size=batch_size,
-    )  # fmt: skip
+        benchmark="split-mnist", scenario="class-il", strategy=strategy_name, strategy_options=options,
+        batch_size=batch_size,
+    ).resolved()  # fmt: skip
     learner = continual_learner(
         model.apply, build_strategy(config, model.apply, stream), optax.adam(1e-3), epochs=1, batch_size=batch_size
     )

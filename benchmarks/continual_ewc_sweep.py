@@ -75,7 +75,7 @@ def main() -> None:
         )  # fmt: skip
         keys = jax.vmap(lambda s, e=e: jax.random.fold_in(jax.random.key(s), 1000 + e))(seeds)
         state, _ = train(state, experience, keys)
-        rows.append(np.asarray(accuracy(state.params, *test)))
+        rows.append(np.asarray(accuracy(state, *test)))
         print(f"experience {e}: seen-experience accuracy per run {np.round(rows[-1][:, : e + 1].mean(1), 4)}")
     seconds = time.perf_counter() - started
     matrices = np.stack(rows, axis=1)  # [runs, experiences, experiences]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from run_record import provenance
 
+from metajax.options import options_read_by
+from metajax.registry import CONTINUAL_STRATEGIES
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.continual_training import train_and_evaluate
 
@@ -70,11 +72,13 @@ def main() -> None:
         for strategy in args.strategies:
             config = ContinualConfig(
                 **CASES[case], strategy=strategy, data_dir=args.data_dir, seeds=args.seeds, seed=args.seed,
-                epochs=args.epochs,
-                ewc_lambda=args.ewc_lambda, si_c=args.si_c, buffer_size=args.buffer_size,
-                buffer_policy=args.buffer_policy, batch_size=args.batch_size, reset_optimizer=args.reset_optimizer,
-                optimizer=args.optimizer, learning_rate=args.learning_rate, hidden=args.hidden,
-                buffer_update=args.buffer_update, replay_batch=args.replay_batch,
+                epochs=args.epochs, batch_size=args.batch_size, reset_optimizer=args.reset_optimizer,
+                optimizer=args.optimizer, learning_rate=args.learning_rate, model_options={"hidden": args.hidden},
+                strategy_options=options_read_by(CONTINUAL_STRATEGIES, strategy, {
+                    "ewc_lambda": args.ewc_lambda, "si_c": args.si_c, "buffer_size": args.buffer_size,
+                    "buffer_policy": args.buffer_policy, "buffer_update": args.buffer_update,
+                    "replay_batch": args.replay_batch,
+                }),
             )  # fmt: skip
             with tempfile.TemporaryDirectory() as workdir:
                 summary = train_and_evaluate(config, workdir, show_progress=False)

@@ -44,6 +44,7 @@ Writes ``benchmarks/results/continual_vs_avalanche_<device>.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -56,6 +57,8 @@ from continual_cost import matmul_flops
 from peer_env import avalanche_python, run_peer
 from run_record import provenance
 
+from metajax.options import options_read_by
+from metajax.registry import CONTINUAL_STRATEGIES
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.continual_training import build_stream, train_and_evaluate
 
@@ -74,10 +77,13 @@ def write_stream(config: ContinualConfig, path: Path) -> tuple[int, int, int]:
     """
     stream = build_stream(config.resolved())
     arrays = {"experiences": stream.num_experiences, "outputs": stream.num_outputs}
+    n = stream.train_x.shape[1]
     for e in range(stream.num_experiences):
-        arrays[f"train_x_{e}"], arrays[f"train_y_{e}"] = stream.train_x[e], stream.train_y[e]
+        # Flat rows: the peer's MLP reads feature vectors (metajax's flattens the images itself).
+        arrays[f"train_x_{e}"], arrays[f"train_y_{e}"] = stream.train_x[e].reshape(n, -1), stream.train_y[e]
         rows = stream.test_mask[e]
-        arrays[f"test_x_{e}"], arrays[f"test_y_{e}"] = stream.test_x[e][rows], stream.test_y[e][rows]
+        test_x = stream.test_x[e][rows]
+        arrays[f"test_x_{e}"], arrays[f"test_y_{e}"] = test_x.reshape(len(test_x), -1), stream.test_y[e][rows]
     np.savez(path, **arrays)
     scored_rows = int(stream.test_x.shape[0] * stream.test_x.shape[1])
     return int(stream.train_x.shape[0] * stream.train_x.shape[1]), scored_rows, stream.num_experiences
@@ -121,13 +127,14 @@ def main() -> None:
             benchmark, batch_size = case.split(":")
             batch_size = int(batch_size)
             base = ContinualConfig(
-                benchmark=benchmark, data_dir=args.data_dir, batch_size=batch_size, epochs=1, buffer_size=1000,
-                ewc_lambda=1000.0, seeds=1,
-            )  # fmt: skip
+                benchmark=benchmark, data_dir=args.data_dir, batch_size=batch_size, epochs=1, seeds=1
+            )
+            shared_options = {"buffer_size": 1000, "ewc_lambda": 1000.0}
             stream_path = Path(scratch) / f"{benchmark}.npz"
             examples, scored_rows, num_experiences = write_stream(base, stream_path)
             for strategy in args.strategies:
-                config = ContinualConfig(**{**base.__dict__, "strategy": strategy})
+                options = options_read_by(CONTINUAL_STRATEGIES, strategy, shared_options)
+                config = dataclasses.replace(base, strategy=strategy, strategy_options=options)
                 peer_args = ["--stream", str(stream_path), "--strategy", strategy, "--batch-size", str(batch_size),
                              "--buffer-size", "1000", "--ewc-lambda", "1000", "--threads", str(threads),
                              "--device", "cuda" if args.device == "gpu" else "cpu"]  # fmt: skip

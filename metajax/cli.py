@@ -13,16 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from metajax.data.errors import DataError
+from metajax.options import add_config_flags, add_flags
+from metajax.registry import CONTINUAL_BENCHMARKS, CONTINUAL_STRATEGIES, MODELS, listing, load_plugins
 from metajax.train import continual_training, meta_training, multitask_training
 from metajax.train.config import ALGORITHMS, CLASS_SPLITS, DATASETS, INNER_OPTIMIZERS, MetaLearningConfig
-from metajax.train.continual_config import (
-    BUFFER_POLICIES,
-    BUFFER_UPDATES,
-    CONTINUAL_BENCHMARKS,
-    CONTINUAL_OPTIMIZERS,
-    CONTINUAL_STRATEGIES,
-    ContinualConfig,
-)
+from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import RunInterrupted, TrainingDiverged
 from metajax.train.multitask_config import LOSS_WEIGHTINGS, MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
 
@@ -192,61 +187,37 @@ def _add_mmoe_parser(subparsers) -> None:
     _add_run_options(parser, unit="epochs", default_every=1)
 
 
-def _add_continual_parser(subparsers) -> None:
+def _add_continual_parser(subparsers) -> dict[str, set[str]]:
+    """``metajax continual``, its flags generated from ``ContinualConfig`` and the registered strategies and
+    models; returns which parsed names go into ``strategy_options`` and ``model_options``."""
+    names = {registry.option: ", ".join(registry.names()) for registry in (CONTINUAL_STRATEGIES, MODELS)}
+    names["benchmark"] = ", ".join(CONTINUAL_BENCHMARKS.names())
     parser = subparsers.add_parser(
         "continual",
         help="train through a stream of experiences with a continual-learning strategy",
         description=(
             "Continual learning. With no arguments: naive fine-tuning on split-gaussian, generated data "
             "that needs no files. MNIST benchmarks read --data-dir/mnist.npz, or TensorFlow Datasets "
-            "(needs a network the first time)."
+            f"(needs a network the first time). Benchmarks: {names['benchmark']}. Strategies: {names['strategy']}. "
+            f"Models: {names['model']}."
         ),
     )
-    parser.add_argument("--benchmark", choices=CONTINUAL_BENCHMARKS, default="split-gaussian")
-    parser.add_argument("--scenario", help="task-il, domain-il or class-il (default: the benchmark's usual one)")
-    parser.add_argument("--strategy", default="naive", help=f"one of {', '.join(CONTINUAL_STRATEGIES)}")
-    parser.add_argument(
-        "--data-dir",
-        help="folder with mnist.npz (or Omniglot's npz files for split-omniglot); without it the data comes "
-        "from TensorFlow Datasets",
+    config_names = add_config_flags(parser, ContinualConfig)
+    groups = {
+        "strategy_options": add_flags(
+            parser, CONTINUAL_STRATEGIES, title="strategy options (each names the strategies that read it)"
+        ),
+        "model_options": add_flags(parser, MODELS, title="model options (each names the models that read it)"),
+    }
+    clashes = (groups["strategy_options"] & groups["model_options"]) | (
+        config_names & (groups["strategy_options"] | groups["model_options"])
     )
-    parser.add_argument("--experiences", type=int, default=10, help="experiences of permuted-mnist / split-omniglot")
-    parser.add_argument("--buffer-size", type=int, default=1000, help="examples kept by replay / A-GEM")
-    parser.add_argument("--buffer-policy", choices=BUFFER_POLICIES, default="reservoir")
-    parser.add_argument(
-        "--buffer-update",
-        choices=BUFFER_UPDATES,
-        default="experience",
-        help="when the buffer takes examples: each experience at its end, or each batch after its step (online)",
-    )
-    parser.add_argument(
-        "--replay-batch", type=int, help="buffer examples added to each training batch (default: --batch-size)"
-    )
-    parser.add_argument("--ewc-lambda", type=float, default=100.0)
-    parser.add_argument("--ewc-decay", type=float, default=1.0, help="online EWC's decay of the old Fisher")
-    parser.add_argument("--fisher-samples", type=int, default=1024, help="examples per experience for the Fisher")
-    parser.add_argument("--si-c", type=float, default=1.0, help="synaptic intelligence's strength")
-    parser.add_argument("--lwf-alpha", type=float, default=1.0)
-    parser.add_argument("--lwf-temperature", type=float, default=2.0)
-    parser.add_argument(
-        "--hidden", type=lambda t: tuple(int(w) for w in t.split(",")), default=(400, 400), help="MLP widths"
-    )
-    parser.add_argument(
-        "--optimizer", choices=CONTINUAL_OPTIMIZERS, default="adam", help="plain SGD as in ContinualAI's baselines"
-    )
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="the optimizer's learning rate")
-    parser.add_argument(
-        "--reset-optimizer",
-        action="store_true",
-        help="start every experience from a fresh Adam state (by default it carries over, as in Avalanche 0.6)",
-    )
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per experience")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seeds", type=int, default=1, help="independent runs, trained together (vmapped)")
-    parser.add_argument("--seed", type=int, default=0)
+    if clashes:  # A plugin's option named like another's: two flags cannot share a name.
+        raise ValueError(f"options registered twice under one name: {', '.join(sorted(clashes))}")
     parser.add_argument("--workdir", default="runs/continual", help="where summary.json and the plots go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_options(parser, unit="experiences", default_every=1)
+    return groups
 
 
 def _print_continual_table(summary: dict) -> None:
@@ -362,11 +333,50 @@ def _version_line() -> str:
     return ", ".join(parts)
 
 
+def _print_listing(as_json: bool) -> None:
+    """``metajax list``: every registered entry by family and kind, with its description."""
+    families = listing()
+    if as_json:
+        print(json.dumps(families, indent=2))
+        return
+    for family, kinds in families.items():
+        print(f"{family}:")
+        for kind, rows in kinds.items():
+            print(f"  {kind}s:")
+            width = max((len(row["name"]) for row in rows), default=0)
+            for row in rows:
+                aliases = f" (also: {', '.join(row['aliases'])})" if row.get("aliases") else ""
+                print(f"    {row['name']:<{width}}  {row['description']}{aliases}")
+
+
+def _plugins_from(argv: Sequence[str]) -> list[str]:
+    """The ``--plugin`` modules of a command line, read before the full parser is built (their
+    registrations add choices and flags to it)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugin", action="append", default=[])
+    known, _ = early.parse_known_args(argv)
+    return known.plugin
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        load_plugins(_plugins_from(argv))
+    except ValueError as error:
+        print(f"metajax: error: {error}", file=sys.stderr)
+        return 2
     parser = _OneLineErrorParser(
         prog="metajax", description="Meta-learning, multi-task and continual learning in pure JAX."
     )
     parser.add_argument("--version", action="version", version=_version_line())
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module of your own first: the strategies, models and benchmarks it registers become "
+        "choices of the command (installed packages' metajax.plugins entry points are imported always)",
+    )
     distributed = parser.add_argument_group(
         "several hosts", "run one process per host, each with the same command and its own --process-id"
     )
@@ -377,13 +387,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     for algorithm in ALGORITHMS:
         _add_meta_parser(subparsers, algorithm)
     _add_mmoe_parser(subparsers)
-    _add_continual_parser(subparsers)
+    try:
+        continual_groups = _add_continual_parser(subparsers)
+    except ValueError as error:  # Two registered options under one flag.
+        print(f"metajax: error: {error}", file=sys.stderr)
+        return 2
+    list_parser = subparsers.add_parser(
+        "list", help="every registered algorithm, model and dataset, by family, with its description"
+    )
+    list_parser.add_argument("--json", action="store_true", help="as JSON")
     plot_parser = subparsers.add_parser(
         "plot", help="draw a run's learning curves (and accuracy matrix or gate weights) to PNG files"
     )
     plot_parser.add_argument("workdir", help="the --workdir of a metajax run")
     args = parser.parse_args(argv)
     _start_distributed(parser, args)
+    if args.command == "list":
+        _print_listing(args.json)
+        return 0
     if args.command == "plot":
         from metajax.train.plots import plot_run
 
@@ -402,8 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     options = vars(args).copy()
     for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices",
-                 "coordinator", "num_processes", "process_id"):  # fmt: skip
+                 "coordinator", "num_processes", "process_id", "plugin"):  # fmt: skip
         options.pop(name)
+    if args.command == "continual":  # Each method's options go to it; the rest are the run's.
+        for group, names in continual_groups.items():
+            options[group] = {name: options.pop(name) for name in names if name in options}
     if args.debug_nans:
         import jax
 

@@ -11,7 +11,8 @@ import pytest
 
 from metajax.array_checks import check_array, check_key
 from metajax.continual import continual_learner, diagonal_fisher, masked_cross_entropy, naive
-from metajax.continual.replay_buffer import empty_buffer, reservoir_add
+from metajax.continual.replay import buffered_example
+from metajax.continual.replay_buffer import BufferedExample, empty_buffer, reservoir_add
 from metajax.data import TaskBatch, few_shot_sampler, sinusoid_sampler
 from metajax.data.correlated_regression import CorrelatedTaskParameters, correlated_task_examples
 from metajax.meta import maml, protonets, reptile, softmax_cross_entropy
@@ -144,24 +145,24 @@ BAD_CALLS = {
         lambda key: sinusoid_sampler(5, 5)(key, 3), (7,), TypeError, r"key must be a random key",
     ),
     "continual accuracy labels [e, m, 1]": (
-        partial(_CONTINUAL.accuracy, _PARAMS),
+        partial(_CONTINUAL.accuracy, _CONTINUAL.init(_PARAMS)),
         (_zeros((2, 4, 2)), _zeros((2, 4, 1), I32), jnp.ones((2, 4), bool), jnp.ones((2, 3), bool)),
         ValueError, r"test_y must have shape \[experiences, examples\] = \(2, 4\), got shape \(2, 4, 1\)",
     ),
     "continual accuracy float mask": (
-        partial(_CONTINUAL.accuracy, _PARAMS),
+        partial(_CONTINUAL.accuracy, _CONTINUAL.init(_PARAMS)),
         (_zeros((2, 4, 2)), _zeros((2, 4), I32), jnp.ones((2, 4)), jnp.ones((2, 3), bool)),
         TypeError, r"test_mask must be a boolean array, got dtype float32",
     ),
     "replay buffer features": (
-        partial(reservoir_add, empty_buffer(4, 2, 3), key=KEY),
-        (_zeros((5, 3)), _zeros((5,), I32), jnp.ones((3,), bool)),
-        ValueError, r"x must have shape \[examples, features = 2\] = \(any, 2\), got shape \(5, 3\)",
+        lambda items: reservoir_add(empty_buffer(4, buffered_example((2,), 3)), items, key=KEY),
+        (BufferedExample(_zeros((5, 3)), _zeros((5,), I32), jnp.ones((5, 3), bool)),),
+        ValueError, r"items.x must have shape \[examples, 2\] = \(any, 2\), got shape \(5, 3\)",
     ),
     "replay buffer per-example heads": (
-        partial(reservoir_add, empty_buffer(4, 2, 3), key=KEY),
-        (_zeros((5, 2)), _zeros((5,), I32), jnp.ones((4, 3), bool)),
-        ValueError, r"logit_mask must have shape \[outputs\] or \[examples, outputs = 3\] = \(5, 3\), got shape \(4,",
+        lambda items: reservoir_add(empty_buffer(4, buffered_example((2,), 3)), items, key=KEY),
+        (BufferedExample(_zeros((5, 2)), _zeros((5,), I32), jnp.ones((4, 3), bool)),),
+        ValueError, r"items.logit_mask must have shape \[examples, 3\] = \(5, 3\), got shape \(4, 3\)",
     ),
     "MLP input rank": (
         _MLP.apply, (_PARAMS, _zeros((2,))),
@@ -221,8 +222,14 @@ def test_host_side_functions_name_their_arguments():
     from metajax.train.evaluation import evaluate_tasks, mean_and_ci95
 
     images = LabeledImages(np.zeros((20, 28, 28), np.float32), np.arange(20, dtype=np.int32) % 10)
-    with pytest.raises(ValueError, match=re.escape("data.train.x must have shape [examples, features] = (any, any)")):
-        split_mnist(MnistSplits(images, images), "class-il")
+    flat = LabeledImages(np.zeros((20, 784), np.float32), images.y)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("data.test.x must have shape [examples, *example_shape] = (any, 28, 28), got shape (20, 784)"),
+    ):
+        split_mnist(MnistSplits(images, flat), "class-il")
+    with pytest.raises(ValueError, match=re.escape("data.train.x must have shape [examples, *example_shape]")):
+        split_mnist(MnistSplits(LabeledImages(np.zeros(20, np.float32), images.y), flat), "class-il")
     with pytest.raises(ValueError, match=re.escape("values must have shape [tasks] with at least 2 tasks")):
         mean_and_ci95(np.zeros((4, 2)))
     with pytest.raises(
@@ -240,5 +247,6 @@ def test_host_side_functions_name_their_arguments():
 def test_reservoir_keeps_each_examples_own_head():
     """Per-example heads ([n, outputs]) go into the slots with their examples (it used to fail for n != capacity)."""
     heads = jnp.eye(3, dtype=bool)[jnp.array([0, 1, 2, 0, 1, 2])]
-    buffer = reservoir_add(empty_buffer(4, 2, 3), _zeros((6, 2)), jnp.arange(6, dtype=I32), heads, key=KEY)
-    assert jnp.array_equal(buffer.logit_mask, heads[buffer.y])  # Label i was offered with head i % 3.
+    items = BufferedExample(_zeros((6, 2)), jnp.arange(6, dtype=I32), heads)
+    buffer = reservoir_add(empty_buffer(4, buffered_example((2,), 3)), items, key=KEY)
+    assert jnp.array_equal(buffer.items.logit_mask, heads[buffer.items.y])  # Label i was offered with head i % 3.

@@ -108,7 +108,7 @@ def test_replay_batch_reaches_the_strategy(strategy):
     from metajax.train.continual_training import build_strategy
 
     stream = split_mnist(gaussian_classes(), "class-il")
-    config = ContinualConfig(strategy=strategy, buffer_size=50, replay_batch=7).resolved()
+    config = ContinualConfig(strategy=strategy, strategy_options={"buffer_size": 50, "replay_batch": 7}).resolved()
     built = build_strategy(config, MLP((8,), stream.num_outputs).apply, stream)
     x, y = jnp.asarray(stream.train_x[0, :4]), jnp.asarray(stream.train_y[0, :4])
     batch = ContinualBatch(x, y, jnp.ones((4, stream.num_outputs), bool), jnp.ones(4))
@@ -131,10 +131,20 @@ def test_online_replay_runs_from_the_command(tmp_path):
     ]
     assert main(["continual", *args, "--no-progress", "--workdir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["config"]["buffer_update"] == "step"
-    assert summary["config"]["replay_batch"] == 20
+    assert summary["config"]["strategy_options"]["buffer_update"] == "step"
+    assert summary["config"]["strategy_options"]["replay_batch"] == 20
     assert summary["final_average_accuracy"]["mean"] > 0.4  # Far above naive class-IL's 1/5.
     from metajax.train.continual_config import ContinualConfig
 
     with pytest.raises(ValueError, match="buffer-update must be one of experience, step, got 'hourly'"):
-        ContinualConfig(buffer_update="hourly").resolved()
+        ContinualConfig(strategy="replay", strategy_options={"buffer_update": "hourly"}).resolved()
+
+
+def test_split_omniglot_with_a_convolutional_network_and_replay(omniglot_dir, tmp_path):
+    args = ["continual", "--benchmark", "split-omniglot", "--scenario", "task-il", "--experiences", "3"]
+    args += ["--model", "conv4", "--conv-features", "16", "--strategy", "replay", "--buffer-size", "200"]
+    args += ["--data-dir", str(omniglot_dir), "--batch-size", "32", "--epochs", "3"]
+    assert main([*args, "--no-progress", "--workdir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["model"] == "conv4" and len(summary["accuracy_matrix"]) == 3
+    assert summary["final_average_accuracy"]["mean"] > 0.2  # 10-way heads: chance is 0.1

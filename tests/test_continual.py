@@ -31,7 +31,8 @@ from metajax.continual import (
     synaptic_intelligence,
 )
 from metajax.continual.ewc import _dense_layers
-from metajax.continual.replay_buffer import class_balanced_add, empty_buffer, reservoir_add, sample
+from metajax.continual.replay import buffered_example
+from metajax.continual.replay_buffer import BufferedExample, class_balanced_add, empty_buffer, reservoir_add, sample
 from metajax.models import MLP
 from metajax.train.continual_training import vmap_runs
 
@@ -45,6 +46,16 @@ def _experience(index, seed=0):
     y = (jnp.arange(N) % 2 + 2 * (index % 2)).astype(jnp.int32)
     head = jnp.arange(OUTPUTS) // 2 == index % 2
     return Experience(x, y, head, jnp.asarray(index))
+
+
+def _buffer(capacity, features, outputs):
+    """An empty buffer of replay's items: examples of ``features`` inputs and heads of ``outputs``."""
+    return empty_buffer(capacity, buffered_example((features,), outputs))
+
+
+def _offered(x, y, head):
+    """Replay's items for ``n`` examples sharing one head."""
+    return BufferedExample(x, y, jnp.broadcast_to(head, (x.shape[0], head.shape[-1])))
 
 
 def _params(seed=0):
@@ -109,7 +120,7 @@ def test_ewc_penalty_is_the_papers_quadratic(mode):
     strategy = ewc(MODEL.apply, ewc_lambda=3.0, mode=mode, decay=0.5)
     params = _params()
     state = strategy.init(params)
-    assert float(strategy.penalty(params, state, None)) == 0.0
+    assert float(strategy.penalty(params, state, None, None)) == 0.0
     anchors, fishers = [], []
     for index in range(2):
         anchor = jax.tree.map(lambda p, i=index: p + 0.1 * (i + 1), params)
@@ -127,18 +138,17 @@ def test_ewc_penalty_is_the_papers_quadratic(mode):
         expected = 1.5 * (quadratic(fishers[0], anchors[0]) + quadratic(fishers[1], anchors[1]))
     else:  # F = decay * F_0 + F_1, anchored at the last weights.
         expected = 1.5 * quadratic(jax.tree.map(lambda a, b: 0.5 * a + b, *fishers), anchors[1])
-    np.testing.assert_allclose(strategy.penalty(current, state, None), expected, rtol=1e-5)
+    np.testing.assert_allclose(strategy.penalty(current, state, None, None), expected, rtol=1e-5)
 
 
 def _reservoir_trials(trials, capacity, chunks, chunk_size):
     def one(key):
-        buffer = empty_buffer(capacity, 1, 1)
+        buffer = _buffer(capacity, 1, 1)
         for c in range(chunks):
             x = (jnp.arange(chunk_size) + c * chunk_size).astype(jnp.float32)[:, None]
-            buffer = reservoir_add(
-                buffer, x, jnp.zeros(chunk_size, jnp.int32), jnp.ones(1, bool), key=jax.random.fold_in(key, c)
-            )
-        return buffer.x[:, 0].astype(jnp.int32)
+            items = _offered(x, jnp.zeros(chunk_size, jnp.int32), jnp.ones(1, bool))
+            buffer = reservoir_add(buffer, items, key=jax.random.fold_in(key, c))
+        return buffer.items.x[:, 0].astype(jnp.int32)
 
     return np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), trials)))
 
@@ -160,43 +170,42 @@ def test_reservoir_keeps_every_seen_example_with_equal_probability():
 
 
 def test_class_balanced_buffer_gives_every_seen_class_its_quota():
-    buffer = empty_buffer(12, 1, 3)
+    buffer = _buffer(12, 1, 3)
     for index, classes in enumerate([[0, 1], [2, 3], [4, 5]]):
         y = jnp.repeat(jnp.asarray(classes, jnp.int32), 50)
         x = (y * 1000 + jnp.arange(100)).astype(jnp.float32)[:, None]
-        buffer = class_balanced_add(buffer, x, y, jnp.ones(3, bool), key=jax.random.key(index), num_classes=6)
+        buffer = class_balanced_add(buffer, _offered(x, y, jnp.ones(3, bool)), key=jax.random.key(index), num_classes=6)
         seen = 2 * (index + 1)
-        counts = np.bincount(np.asarray(buffer.y[: int(buffer.filled)]), minlength=6)
+        counts = np.bincount(np.asarray(buffer.items.y[: int(buffer.filled)]), minlength=6)
         np.testing.assert_array_equal(counts[:seen], 12 // seen)
         assert int(buffer.filled) == seen * (12 // seen)
         # Stored examples are intact rows of their class.
         np.testing.assert_array_equal(
-            np.asarray(buffer.x[: int(buffer.filled), 0]) // 1000, buffer.y[: int(buffer.filled)]
+            np.asarray(buffer.items.x[: int(buffer.filled), 0]) // 1000, buffer.items.y[: int(buffer.filled)]
         )
 
 
 @pytest.mark.parametrize("jit", [True, False])
 def test_sample_draws_the_filled_slots_uniformly(jit):
-    buffer = empty_buffer(8, 1, 1)  # 5 of 8 slots filled, with their slot numbers
-    buffer = reservoir_add(
-        buffer, jnp.arange(5.0)[:, None], jnp.zeros(5, jnp.int32), jnp.ones(1, bool), key=jax.random.key(0)
-    )
+    buffer = _buffer(8, 1, 1)  # 5 of 8 slots filled, with their slot numbers
+    items = _offered(jnp.arange(5.0)[:, None], jnp.zeros(5, jnp.int32), jnp.ones(1, bool))
+    buffer = reservoir_add(buffer, items, key=jax.random.key(0))
     draw = jax.jit(sample, static_argnums=1) if jit else sample
-    x, _, _, weight = draw(buffer, 20000, key=jax.random.key(7))
-    counts = np.bincount(np.asarray(x[:, 0]).astype(int), minlength=8)
+    drawn, weight = draw(buffer, 20000, key=jax.random.key(7))
+    counts = np.bincount(np.asarray(drawn.x[:, 0]).astype(int), minlength=8)
     assert counts[5:].sum() == 0 and float(weight.min()) == 1.0
     # 4000 expected each, binomial standard deviation 57: 5 sigma bounds every count.
     assert np.all(np.abs(counts[:5] - 4000) < 5 * np.sqrt(20000 * 0.2 * 0.8)), counts
 
 
 def test_sample_is_weightless_while_the_buffer_is_empty():
-    x, y, mask, weight = sample(empty_buffer(5, 2, 3), 4, key=jax.random.key(0))
-    assert x.shape == (4, 2) and float(weight.sum()) == 0.0
+    drawn, weight = sample(_buffer(5, 2, 3), 4, key=jax.random.key(0))
+    assert drawn.x.shape == (4, 2) and float(weight.sum()) == 0.0
 
 
 @pytest.mark.parametrize("replay_batch, rows", [(None, 2 * BATCH), (3, BATCH + 3)])
 def test_replay_extends_each_batch_by_replay_batch_buffer_examples(replay_batch, rows):
-    strategy = replay(6, features=FEATURES, num_outputs=OUTPUTS, replay_batch=replay_batch)
+    strategy = replay(6, example_shape=(FEATURES,), num_outputs=OUTPUTS, replay_batch=replay_batch)
     experience = _experience(0)
     buffer = strategy.after_experience(strategy.init(None), None, experience, jax.random.key(1))
     heads = jnp.ones((BATCH, OUTPUTS), bool)
@@ -205,7 +214,7 @@ def test_replay_extends_each_batch_by_replay_batch_buffer_examples(replay_batch,
     chex.assert_shape(extended.x, (rows, FEATURES))
     chex.assert_trees_all_equal(extended.x[:BATCH], batch.x)
     # The appended rows are examples the buffer holds, at full weight once it is filled.
-    held = {tuple(np.asarray(row)) for row in buffer.x[: int(buffer.filled)]}
+    held = {tuple(np.asarray(row)) for row in buffer.items.x[: int(buffer.filled)]}
     assert all(tuple(np.asarray(row)) in held for row in extended.x[BATCH:])
     assert float(extended.weight[BATCH:].min()) == 1.0
 
@@ -227,7 +236,9 @@ def test_every_epoch_visits_each_example_once_in_a_new_order(jit):
     n, epochs, batch = 12, 3, 4
     record = Strategy(
         init=lambda params: jnp.zeros((epochs * n // batch, n)),
-        observe=lambda seen, arrived, key: seen.at[jnp.argmax(jnp.sum(seen, axis=1) == 0)].set(arrived.x.sum(0)),
+        observe=lambda seen, arrived, outputs, key: seen.at[jnp.argmax(jnp.sum(seen, axis=1) == 0)].set(
+            arrived.x.sum(0)
+        ),
     )
     learner = continual_learner(MLP((3,), 2).apply, record, optax.sgd(0.1), epochs=epochs, batch_size=batch)
     experience = Experience(jnp.eye(n), jnp.zeros(n, jnp.int32), jnp.ones(2, bool), jnp.int32(0))
@@ -294,16 +305,20 @@ def test_naive_learner_equals_plain_sgd_over_the_same_batches(jit, reset_optimiz
 
 STRATEGIES = {
     "naive": lambda: naive(),
-    "replay": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS),
-    "replay-class-balanced": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS, policy="class-balanced"),
-    "replay-online": lambda: replay(16, features=FEATURES, num_outputs=OUTPUTS, policy="class-balanced", update="step"),
-    "agem": lambda: agem(16, features=FEATURES, num_outputs=OUTPUTS, reference_batch=8),
+    "replay": lambda: replay(16, example_shape=(FEATURES,), num_outputs=OUTPUTS),
+    "replay-class-balanced": lambda: replay(
+        16, example_shape=(FEATURES,), num_outputs=OUTPUTS, policy="class-balanced"
+    ),
+    "replay-online": lambda: replay(
+        16, example_shape=(FEATURES,), num_outputs=OUTPUTS, policy="class-balanced", update="step"
+    ),
+    "agem": lambda: agem(16, example_shape=(FEATURES,), num_outputs=OUTPUTS, reference_batch=8),
     "ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0),
     "online-ewc": lambda: ewc(MODEL.apply, ewc_lambda=10.0, mode="online", decay=0.9),
     "si": lambda: synaptic_intelligence(si_c=0.5),
     "lwf": lambda: learning_without_forgetting(MODEL.apply, alpha=1.0, num_outputs=OUTPUTS),
     "replay+ewc": lambda: compose(
-        replay(16, features=FEATURES, num_outputs=OUTPUTS), ewc(MODEL.apply, ewc_lambda=10.0)
+        replay(16, example_shape=(FEATURES,), num_outputs=OUTPUTS), ewc(MODEL.apply, ewc_lambda=10.0)
     ),
 }
 
@@ -313,7 +328,7 @@ def test_online_replay_equals_a_loop_that_replays_then_stores_each_batch(jit):
     """Chaudhry et al.'s ER: each step trains on the batch plus as many buffer examples, then the batch
     is offered to the reservoir; the buffer is in use from the first experience on."""
     capacity, optimizer = 16, optax.sgd(0.1)
-    strategy = replay(capacity, features=FEATURES, num_outputs=OUTPUTS, update="step")
+    strategy = replay(capacity, example_shape=(FEATURES,), num_outputs=OUTPUTS, update="step")
     learner = continual_learner(MODEL.apply, strategy, optimizer, epochs=1, batch_size=BATCH)
     train = jax.jit(learner.train_experience) if jit else learner.train_experience
     experiences, key = [_experience(i) for i in range(2)], jax.random.key(5)
@@ -321,20 +336,22 @@ def test_online_replay_equals_a_loop_that_replays_then_stores_each_batch(jit):
     for experience, exp_key in zip(experiences, jax.random.split(key, 2), strict=True):
         state, _ = train(state, experience, key=exp_key)
 
-    params, buffer = _params(), empty_buffer(capacity, FEATURES, OUTPUTS)
+    params, buffer = _params(), _buffer(capacity, FEATURES, OUTPUTS)
     for experience, exp_key in zip(experiences, jax.random.split(key, 2), strict=True):
         rows, step_keys = _learner_draws(exp_key)
         for batch_rows, (augment_key, _, observe_key) in zip(rows, step_keys, strict=True):
             head = jnp.broadcast_to(experience.logit_mask, (BATCH, OUTPUTS))
             arrived = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, jnp.ones(BATCH))
-            replayed = sample(buffer, BATCH, key=augment_key)
-            batch = ContinualBatch(*(jnp.concatenate(pair) for pair in zip(arrived, replayed, strict=True)))
+            replayed, weight = sample(buffer, BATCH, key=augment_key)
+            batch = ContinualBatch(
+                *(jnp.concatenate(pair) for pair in zip(arrived[:4], (*replayed, weight), strict=True))
+            )
             grads = jax.grad(lambda p, b=batch: masked_cross_entropy(MODEL.apply(p, b.x), b.y, b.logit_mask, b.weight))(
                 params
             )
             updates, _ = optimizer.update(grads, optimizer.init(params), params)
             params = optax.apply_updates(params, updates)
-            buffer = reservoir_add(buffer, arrived.x, arrived.y, arrived.logit_mask, key=observe_key)
+            buffer = reservoir_add(buffer, BufferedExample(arrived.x, arrived.y, arrived.logit_mask), key=observe_key)
         if experience is experiences[0]:
             assert int(buffer.filled) == capacity  # 24 examples seen: replay already ran inside experience 0.
 
@@ -358,7 +375,11 @@ def test_strategies_jitted_and_not_agree_and_do_not_recompile(name):
 
 def test_vmapped_seeds_equal_separate_runs():
     learner = continual_learner(
-        MODEL.apply, replay(16, features=FEATURES, num_outputs=OUTPUTS), optax.adam(1e-2), epochs=1, batch_size=BATCH
+        MODEL.apply,
+        replay(16, example_shape=(FEATURES,), num_outputs=OUTPUTS),
+        optax.adam(1e-2),
+        epochs=1,
+        batch_size=BATCH,
     )
     keys = jax.random.split(jax.random.key(9), 3)
     params = jax.vmap(lambda k: MODEL.init(k, jnp.zeros((1, FEATURES))))(keys)
@@ -400,7 +421,7 @@ def test_vmap_runs_equals_vmap_and_runs_a_lone_run_without_batched_matmuls(runs)
 
 
 def test_agem_projects_only_conflicting_gradients():
-    strategy = agem(8, features=FEATURES, num_outputs=OUTPUTS, reference_batch=8)
+    strategy = agem(8, example_shape=(FEATURES,), num_outputs=OUTPUTS, reference_batch=8)
     params = _params()
     experience = _experience(0)
     memory = strategy.after_experience(strategy.init(params), params, experience, jax.random.key(0))
@@ -409,8 +430,8 @@ def test_agem_projects_only_conflicting_gradients():
         return masked_cross_entropy(MODEL.apply(p, batch.x), batch.y, batch.logit_mask, batch.weight)
 
     key = jax.random.key(1)
-    x, y, mask, weight = sample(memory, 8, key=key)
-    reference = jax.grad(data_loss)(params, ContinualBatch(x, y, mask, weight))
+    drawn, weight = sample(memory, 8, key=key)
+    reference = jax.grad(data_loss)(params, ContinualBatch(drawn.x, drawn.y, drawn.logit_mask, weight))
     flat_ref, unravel = jax.flatten_util.ravel_pytree(reference)
     for sign in (1.0, -1.0):
         g = sign * flat_ref + 0.3 * jnp.roll(flat_ref, 1)
@@ -435,7 +456,9 @@ def test_synaptic_intelligence_accumulates_the_path_integral():
     importance = path / (np.array([1.0, 1.0]) ** 2 + 0.1)
     np.testing.assert_allclose(state.importance["w"], importance, rtol=1e-6)
     probe = {"w": jnp.array([3.0, 3.0])}
-    np.testing.assert_allclose(strategy.penalty(probe, state, None), 2.0 * np.sum(importance * np.array([1.0, 4.0])))
+    np.testing.assert_allclose(
+        strategy.penalty(probe, state, None, None), 2.0 * np.sum(importance * np.array([1.0, 4.0]))
+    )
 
 
 def test_lwf_penalty_is_zero_before_and_positive_after_the_first_experience():
@@ -444,21 +467,25 @@ def test_lwf_penalty_is_zero_before_and_positive_after_the_first_experience():
     experience = _experience(0)
     batch = ContinualBatch(experience.x, experience.y, jnp.ones((N, OUTPUTS), bool), jnp.ones(N))
     state = strategy.init(params)
-    assert float(strategy.penalty(_params(1), state, batch)) == 0.0
+
+    def penalty(p, state):
+        return float(strategy.penalty(p, state, batch, MODEL.apply(p, batch.x)))
+
+    assert penalty(_params(1), state) == 0.0
     state = strategy.after_experience(state, params, experience, None)
-    assert float(strategy.penalty(params, state, batch)) == pytest.approx(0.0, abs=1e-6)  # same model
-    assert float(strategy.penalty(_params(1), state, batch)) > 0.0
+    assert penalty(params, state) == pytest.approx(0.0, abs=1e-6)  # same model
+    assert penalty(_params(1), state) > 0.0
 
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="buffer size must be positive, got 0"):
-        replay(0, features=FEATURES, num_outputs=OUTPUTS).init(None)
-    with pytest.raises(ValueError, match="buffer policy must be 'reservoir' or 'class-balanced'"):
-        replay(4, features=FEATURES, num_outputs=OUTPUTS, policy="fifo")
+        replay(0, example_shape=(FEATURES,), num_outputs=OUTPUTS).init(None)
+    with pytest.raises(ValueError, match="buffer policy must be one of reservoir, class-balanced, got 'fifo'"):
+        replay(4, example_shape=(FEATURES,), num_outputs=OUTPUTS, policy="fifo")
     with pytest.raises(ValueError, match="replay batch must be a positive integer or None, got 0"):
-        replay(4, features=FEATURES, num_outputs=OUTPUTS, replay_batch=0)
+        replay(4, example_shape=(FEATURES,), num_outputs=OUTPUTS, replay_batch=0)
     with pytest.raises(ValueError, match="buffer update must be one of experience, step, got 'sometimes'"):
-        replay(4, features=FEATURES, num_outputs=OUTPUTS, update="sometimes")
+        replay(4, example_shape=(FEATURES,), num_outputs=OUTPUTS, update="sometimes")
     with pytest.raises(ValueError, match="EWC mode must be 'separate' or 'online'"):
         ewc(MODEL.apply, ewc_lambda=1.0, mode="both")
     learner = continual_learner(MODEL.apply, naive(), optax.sgd(0.1), epochs=1, batch_size=BATCH)

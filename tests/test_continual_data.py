@@ -143,7 +143,7 @@ def test_split_omniglot_groups_characters_into_experiences():
 
     bank = np.random.default_rng(0).random((30, 20, 28, 28, 1)).astype(np.float32)
     stream = split_omniglot(bank, "task-il", num_experiences=3, classes_per_experience=4, seed=1)
-    assert stream.train_x.shape == (3, 4 * 15, 784) and stream.test_x.shape == (3, 4 * 5, 784)
+    assert stream.train_x.shape == (3, 4 * 15, 28, 28, 1) and stream.test_x.shape == (3, 4 * 5, 28, 28, 1)
     assert stream.num_outputs == 12 and stream.logit_mask.sum(axis=1).tolist() == [4, 4, 4]
     assert set(stream.train_y[1]) == {4, 5, 6, 7}
     # Every training row is one of the first 15 drawings of its character, every test row one of the last 5,

@@ -1,11 +1,17 @@
-"""Continual learning: strategies as pure functions, the learner that runs them, and the metrics."""
+"""Continual learning: strategies as pure functions, the learner that runs them, and the metrics.
 
+Importing this package registers every built-in strategy in ``metajax.registry.CONTINUAL_STRATEGIES``.
+"""
+
+from metajax.continual.agem import agem as agem
 from metajax.continual.base import ContinualBatch as ContinualBatch
 from metajax.continual.base import Experience as Experience
 from metajax.continual.base import Strategy as Strategy
+from metajax.continual.base import StrategyContext as StrategyContext
 from metajax.continual.base import compose as compose
 from metajax.continual.base import masked_cross_entropy as masked_cross_entropy
 from metajax.continual.base import naive as naive
+from metajax.continual.dark_experience_replay import dark_experience_replay as dark_experience_replay
 from metajax.continual.ewc import diagonal_fisher as diagonal_fisher
 from metajax.continual.ewc import ewc as ewc
 from metajax.continual.learner import ContinualLearner as ContinualLearner
@@ -16,6 +22,6 @@ from metajax.continual.metrics import average_accuracy as average_accuracy
 from metajax.continual.metrics import backward_transfer as backward_transfer
 from metajax.continual.metrics import forgetting as forgetting
 from metajax.continual.metrics import forward_transfer as forward_transfer
-from metajax.continual.replay import agem as agem
 from metajax.continual.replay import replay as replay
+from metajax.continual.replay_ewc import build_replay_ewc as _build_replay_ewc  # noqa: F401 (registers it)
 from metajax.continual.synaptic_intelligence import synaptic_intelligence as synaptic_intelligence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -9,7 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from metajax.array_checks import check_array
-from metajax.continual.base import Strategy, masked_cross_entropy
+from metajax.continual.base import Strategy, StrategyContext, masked_cross_entropy
+from metajax.options import option
+from metajax.registry import CONTINUAL_STRATEGIES
 
 
 class EWCState(NamedTuple):
@@ -190,7 +193,7 @@ def ewc(
         zeros = jax.tree.map(jnp.zeros_like, params)
         return EWCState(fisher=zeros, anchor=zeros, residual=jnp.zeros(()), strength=jnp.asarray(ewc_lambda, float))
 
-    def penalty(params, state, batch):
+    def penalty(params, state, batch, outputs):
         terms = jax.tree.map(lambda f, m, p: jnp.sum(f * jnp.square(p - m)), state.fisher, state.anchor, params)
         return 0.5 * state.strength * (sum(jax.tree.leaves(terms)) + state.residual)
 
@@ -216,3 +219,38 @@ def ewc(
         return EWCState(fisher=fisher, anchor=anchor, residual=state.residual + extra, strength=state.strength)
 
     return Strategy(init=init, penalty=penalty, after_experience=after_experience)
+
+
+@dataclasses.dataclass(frozen=True)
+class EWCOptions:
+    ewc_lambda: float = option(100.0, "strength of the EWC penalty", minimum=0)
+    fisher_samples: int = option(1024, "examples per experience for the Fisher", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineEWCOptions(EWCOptions):
+    ewc_decay: float = option(1.0, "online EWC's decay of the old Fisher", minimum=0, maximum=1)
+
+
+@CONTINUAL_STRATEGIES.register(
+    "ewc",
+    hyperparams=EWCOptions,
+    description="EWC (Kirkpatrick et al. 2017): a quadratic penalty per past experience, weighted by its Fisher.",
+)
+def build_ewc(options: EWCOptions, context: StrategyContext) -> Strategy:
+    return ewc(context.apply_fn, ewc_lambda=options.ewc_lambda, fisher_samples=options.fisher_samples)
+
+
+@CONTINUAL_STRATEGIES.register(
+    "online-ewc",
+    hyperparams=OnlineEWCOptions,
+    description="Online EWC (Schwarz et al. 2018): one decayed Fisher, anchored at the latest weights.",
+)
+def build_online_ewc(options: OnlineEWCOptions, context: StrategyContext) -> Strategy:
+    return ewc(
+        context.apply_fn,
+        ewc_lambda=options.ewc_lambda,
+        fisher_samples=options.fisher_samples,
+        mode="online",
+        decay=options.ewc_decay,
+    )

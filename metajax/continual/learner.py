@@ -25,7 +25,7 @@ class ContinualState(NamedTuple):
 
 class ContinualLearner(NamedTuple):
     """``init(params)``; ``train_experience(state, experience, *, key) -> (state, metrics)``;
-    ``accuracy(params, test_x, test_y, test_mask, logit_mask) -> [experiences]``."""
+    ``accuracy(state, test_x, test_y, test_mask, logit_mask) -> [experiences]``."""
 
     init: Callable
     train_experience: Callable
@@ -34,8 +34,8 @@ class ContinualLearner(NamedTuple):
 
 def check_experience(experience: Experience) -> None:
     x, y, mask = (jnp.shape(a) for a in experience[:3])
-    if len(x) != 2:
-        raise ValueError(f"experience.x must have shape [examples, features], got shape {x}")
+    if len(x) < 2:
+        raise ValueError(f"experience.x must have shape [examples, *example_shape], got shape {x}")
     if y != x[:1]:
         raise ValueError(f"experience.y must have shape [examples] = {x[:1]}, got shape {y}")
     if len(mask) != 1 and (len(mask) != 2 or mask[0] != x[0]):
@@ -46,9 +46,12 @@ def check_experience(experience: Experience) -> None:
     check_array("experience.x", experience.x, dtype="floating")
     check_array("experience.y", experience.y, dtype="integer")
     check_array("experience.logit_mask", experience.logit_mask, dtype="bool")
+    if experience.weight is not None:
+        check_array("experience.weight", experience.weight, x[:1], f"[examples = {x[0]}]", dtype="floating")
 
 
 _KEYS_PER_STEP = 3  # augment, project, observe
+_BEFORE_EXPERIENCE = 0x6265  # fold_in data for the key of ``before_experience``, apart from the one draw
 
 
 def _draw(key: jax.Array, shape: tuple[int, ...], *, keys: int) -> tuple[jax.Array, jax.Array]:
@@ -85,7 +88,7 @@ def continual_learner(
     """Builds the pure functions of continual training.
 
     Args:
-      apply_fn: ``(params, x [batch, features]) -> logits [batch, outputs]``.
+      apply_fn: ``(params, x [batch, *example_shape]) -> logits [batch, outputs]``, any model.
       strategy: what happens around each step and experience (``naive()``, ``replay(...)``, ...).
       optimizer: optax optimizer.
       epochs: passes over each experience.
@@ -114,11 +117,17 @@ def continual_learner(
     def train_experience(state: ContinualState, experience: Experience, *, key):
         check_experience(experience)
         check_key("key", key)
+        if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)  # A raw uint32[2] key.
+        strategy_state, start_params, experience = strategy.before_experience(
+            state.strategy_state, state.params, experience, jax.random.fold_in(key, _BEFORE_EXPERIENCE)
+        )
+        check_experience(experience)
         n = experience.x.shape[0]
         steps_per_epoch = n // batch_size
         if steps_per_epoch == 0:
             raise ValueError(f"the experience has {n} examples, fewer than batch_size = {batch_size}")
-        opt_state = optimizer.init(state.params) if reset_optimizer else state.opt_state
+        opt_state = optimizer.init(start_params) if reset_optimizer else state.opt_state
         steps = epochs * steps_per_epoch
         order_bits, keys = _draw(key, (epochs, n), keys=steps * _KEYS_PER_STEP + 1)
         # Each epoch's order: the indices sorted by a random word each. A tie keeps two
@@ -135,33 +144,42 @@ def continual_learner(
                 if per_example_heads
                 else jnp.broadcast_to(experience.logit_mask, (batch_size, experience.logit_mask.shape[-1]))
             )
-            arrived = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, jnp.ones((batch_size,)))
+            weight = jnp.ones((batch_size,)) if experience.weight is None else experience.weight[batch_rows]
+            arrived = ContinualBatch(experience.x[batch_rows], experience.y[batch_rows], head, weight)
             batch = strategy.augment(strategy_state, arrived, augment_key)
 
             def total_loss(p):
-                loss = data_loss(p, batch)
-                return loss + strategy.penalty(p, strategy_state, batch), loss
+                outputs = apply_fn(p, batch.x)  # One forward pass for the loss and the strategy's penalty.
+                loss = masked_cross_entropy(outputs, batch.y, batch.logit_mask, batch.weight)
+                return loss + strategy.penalty(p, strategy_state, batch, outputs), (loss, outputs)
 
-            (_, loss), grads = jax.value_and_grad(total_loss, has_aux=True)(params)
+            (_, (loss, outputs)), grads = jax.value_and_grad(total_loss, has_aux=True)(params)
             grads = strategy.project(grads, params, strategy_state, project_key, data_loss)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             strategy_state = strategy.after_step(strategy_state, params, new_params, grads)
-            strategy_state = strategy.observe(strategy_state, arrived, observe_key)
+            arrived_outputs = jax.lax.stop_gradient(outputs[:batch_size])
+            strategy_state = strategy.observe(strategy_state, arrived, arrived_outputs, observe_key)
             return (new_params, opt_state, strategy_state), loss
 
         (params, opt_state, strategy_state), losses = jax.lax.scan(
-            step, (state.params, opt_state, state.strategy_state), (rows, step_keys)
+            step, (start_params, opt_state, strategy_state), (rows, step_keys)
         )
         strategy_state = strategy.after_experience(strategy_state, params, experience, end_key)
         new_state = ContinualState(params, opt_state, strategy_state, state.experiences_done + 1)
         return new_state, {"loss": jnp.mean(losses), "final_loss": losses[-1]}
 
-    def accuracy(params, test_x, test_y, test_mask, logit_mask):
-        """Accuracy per experience: ``test_x [e, m, features]``, ``test_y``/``test_mask [e, m]``,
-        ``logit_mask [e, outputs]`` (each experience scored with its own head)."""
+    def predict(state: ContinualState, x):
+        if strategy.predict is None:
+            return apply_fn(state.params, x)
+        return strategy.predict(state.params, state.strategy_state, x)
+
+    def accuracy(state: ContinualState, test_x, test_y, test_mask, logit_mask):
+        """Accuracy per experience: ``test_x [e, m, *example_shape]``, ``test_y``/``test_mask [e, m]``,
+        ``logit_mask [e, outputs]`` (each experience scored with its own head, by the strategy's
+        ``predict`` where it has one)."""
         x_shape = check_array(
-            "test_x", test_x, (None, None, None), "[experiences, examples, features]", dtype="floating"
+            "test_x", test_x, (None, None, None, ...), "[experiences, examples, *example_shape]", dtype="floating"
         )
         e, m = x_shape[:2]
         check_array("test_y", test_y, (e, m), "[experiences, examples]", dtype="integer")
@@ -169,7 +187,7 @@ def continual_learner(
         check_array("logit_mask", logit_mask, (e, None), "[experiences, outputs]", dtype="bool")
 
         def one(x, y, valid, head):
-            logits = jnp.where(head, apply_fn(params, x), -jnp.inf)
+            logits = jnp.where(head, predict(state, x), -jnp.inf)
             correct = (jnp.argmax(logits, axis=-1) == y) & valid
             return jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)
 

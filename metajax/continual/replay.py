@@ -1,46 +1,115 @@
-"""Rehearsal strategies: experience replay and A-GEM, both over an on-device buffer."""
+"""Experience replay over an on-device buffer, and the buffer part every rehearsal strategy shares."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from metajax.continual import replay_buffer
-from metajax.continual.base import ContinualBatch, Strategy
+from metajax.continual.base import ContinualBatch, Strategy, StrategyContext
+from metajax.continual.replay_buffer import BufferedExample
+from metajax.options import option
+from metajax.registry import CONTINUAL_STRATEGIES
 
 BUFFER_UPDATES = ("experience", "step")
+BUFFER_POLICIES = ("reservoir", "class-balanced")
 
 
-def _buffer_strategy(capacity: int, features: int, num_outputs: int, policy: str, update: str) -> Strategy:
-    """The buffer part both rehearsal strategies share: an empty buffer at first, then each
-    experience offered to it when the experience ends (``update="experience"``) or each
-    training batch after its step (``"step"``)."""
+@dataclasses.dataclass(frozen=True)
+class BufferOptions:
+    """The options of every strategy with a buffer of past examples."""
+
+    buffer_size: int = option(1000, "examples kept in the buffer", minimum=1)
+    buffer_policy: str = option(
+        "reservoir", "which examples the buffer keeps: a uniform sample, or as many per class", choices=BUFFER_POLICIES
+    )
+    buffer_update: str = option(
+        "experience",
+        "when the buffer takes examples: each experience at its end, or each batch after its step (online)",
+        choices=BUFFER_UPDATES,
+    )
+
+    def check_against(self, context: StrategyContext) -> None:
+        if self.buffer_size > context.stream_examples:
+            raise ValueError(
+                f"buffer-size {self.buffer_size} is larger than the whole stream ({context.stream_examples} "
+                "training examples)"
+            )
+
+
+def offered_examples(batch_or_experience) -> BufferedExample:
+    """The items a buffer is offered: inputs, labels and each example's head as ``[n, outputs]``."""
+    x, y, heads = batch_or_experience.x, batch_or_experience.y, batch_or_experience.logit_mask
+    return BufferedExample(x, y, jnp.broadcast_to(heads, (x.shape[0], heads.shape[-1])))
+
+
+def buffered_example(example_shape: tuple[int, ...], num_outputs: int) -> BufferedExample:
+    """The shapes of one ``BufferedExample``, to make a buffer of them."""
+    return BufferedExample(
+        x=jax.ShapeDtypeStruct(tuple(example_shape), jnp.float32),
+        y=jax.ShapeDtypeStruct((), jnp.int32),
+        logit_mask=jax.ShapeDtypeStruct((num_outputs,), jnp.bool_),
+    )
+
+
+def buffer_strategy(
+    capacity: int,
+    example: Any,
+    num_outputs: int,
+    policy: str,
+    update: str,
+    *,
+    items: Callable[..., Any] = lambda source, outputs: offered_examples(source),
+) -> Strategy:
+    """A buffer of past examples: empty at first, then each experience offered to it when the experience
+    ends (``update="experience"``) or each training batch after its step (``"step"``).
+
+    ``example`` gives the shapes of one item (``buffered_example(...)``, or a pytree of
+    ``jax.ShapeDtypeStruct`` with a ``y`` field of labels); ``items(source, outputs)`` makes the items
+    offered from an experience or a batch (``outputs``: the model's logits of a batch, ``None`` for an
+    experience).
+    """
     if policy == "reservoir":
         add = replay_buffer.reservoir_add
     elif policy == "class-balanced":
-        add = functools.partial(replay_buffer.class_balanced_add, num_classes=num_outputs)
+        add = functools.partial(replay_buffer.class_balanced_add, num_classes=num_outputs, label_of=lambda i: i.y)
     else:
-        raise ValueError(f"buffer policy must be 'reservoir' or 'class-balanced', got {policy!r}")
-
+        raise ValueError(f"buffer policy must be one of {', '.join(BUFFER_POLICIES)}, got {policy!r}")
     if update not in BUFFER_UPDATES:
         raise ValueError(f"buffer update must be one of {', '.join(BUFFER_UPDATES)}, got {update!r}")
 
+    def init(params):
+        return replay_buffer.empty_buffer(capacity, example)
+
     def after_experience(buffer, params, experience, key):
-        return add(buffer, experience.x, experience.y, experience.logit_mask, key=key)
+        return add(buffer, items(experience, None), key=key)
 
-    def observe(buffer, batch, key):
-        return add(buffer, batch.x, batch.y, batch.logit_mask, key=key)
+    def observe(buffer, batch, outputs, key):
+        return add(buffer, items(batch, outputs), key=key)
 
-    buffer = Strategy(init=lambda params: replay_buffer.empty_buffer(capacity, features, num_outputs))
+    buffer = Strategy(init=init)
     return buffer._replace(observe=observe) if update == "step" else buffer._replace(after_experience=after_experience)
+
+
+def appended(batch: ContinualBatch, rows: BufferedExample, weight: jnp.ndarray) -> ContinualBatch:
+    """``batch`` with buffer rows appended (their ``weight`` as given)."""
+    return batch._replace(
+        x=jnp.concatenate([batch.x, rows.x]),
+        y=jnp.concatenate([batch.y, rows.y]),
+        logit_mask=jnp.concatenate([batch.logit_mask, rows.logit_mask]),
+        weight=jnp.concatenate([batch.weight, weight]),
+    )
 
 
 def replay(
     buffer_size: int,
     *,
-    features: int,
+    example_shape: tuple[int, ...],
     num_outputs: int,
     policy: str = "reservoir",
     replay_batch: int | None = None,
@@ -59,35 +128,32 @@ def replay(
         raise ValueError(f"replay batch must be a positive integer or None, got {replay_batch!r}")
 
     def augment(buffer, batch, key):
-        x, y, mask, weight = replay_buffer.sample(buffer, replay_batch or batch.x.shape[0], key=key)
-        return ContinualBatch(*(jnp.concatenate(pair) for pair in zip(batch, (x, y, mask, weight), strict=True)))
+        rows, weight = replay_buffer.sample(buffer, replay_batch or batch.x.shape[0], key=key)
+        return appended(batch, rows, weight)
 
-    return _buffer_strategy(buffer_size, features, num_outputs, policy, update)._replace(augment=augment)
+    example = buffered_example(example_shape, num_outputs)
+    return buffer_strategy(buffer_size, example, num_outputs, policy, update)._replace(augment=augment)
 
 
-def agem(
-    memory_size: int,
-    *,
-    features: int,
-    num_outputs: int,
-    reference_batch: int = 256,
-    policy: str = "reservoir",
-    update: str = "experience",
-) -> Strategy:
-    """Averaged gradient episodic memory (Chaudhry, Ranzato, Rohrbach & Elhoseiny 2019, arXiv 1812.00420).
+@dataclasses.dataclass(frozen=True)
+class ReplayOptions(BufferOptions):
+    replay_batch: int | None = option(
+        None, "buffer examples added to each training batch (None: the batch size)", minimum=1
+    )
 
-    When the gradient g of the current batch conflicts with the gradient g_ref
-    on ``reference_batch`` examples from the memory (g . g_ref < 0), it is
-    projected: g - (g . g_ref) / (g_ref . g_ref) g_ref. The memory is updated as
-    ``replay``'s buffer (``update``).
-    """
 
-    def project(grads, params, memory, key, data_loss):
-        x, y, mask, weight = replay_buffer.sample(memory, reference_batch, key=key)
-        reference = jax.grad(data_loss)(params, ContinualBatch(x, y, mask, weight))
-        dot = sum(jnp.vdot(g, r) for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True))
-        norm = sum(jnp.vdot(r, r) for r in jax.tree.leaves(reference))
-        scale = jnp.where((dot < 0) & (memory.filled > 0), dot / jnp.maximum(norm, 1e-20), 0.0)
-        return jax.tree.map(lambda g, r: g - scale * r, grads, reference)
-
-    return _buffer_strategy(memory_size, features, num_outputs, policy, update)._replace(project=project)
+@CONTINUAL_STRATEGIES.register(
+    "replay",
+    hyperparams=ReplayOptions,
+    description="Experience replay (Chaudhry et al. 2019): train on buffer examples beside each batch.",
+)
+def build_replay(options: ReplayOptions, context: StrategyContext) -> Strategy:
+    options.check_against(context)
+    return replay(
+        options.buffer_size,
+        example_shape=context.example_shape,
+        num_outputs=context.num_outputs,
+        policy=options.buffer_policy,
+        replay_batch=options.replay_batch,
+        update=options.buffer_update,
+    )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from metajax.continual.base import Strategy
+from metajax.continual.base import Strategy, StrategyContext
+from metajax.options import option
+from metajax.registry import CONTINUAL_STRATEGIES
 
 
 class SIState(NamedTuple):
@@ -32,7 +35,7 @@ def synaptic_intelligence(*, si_c: float, damping: float = 0.1) -> Strategy:
         zeros = jax.tree.map(jnp.zeros_like, params)
         return SIState(importance=zeros, path=zeros, start=params)
 
-    def penalty(params, state, batch):
+    def penalty(params, state, batch, outputs):
         terms = jax.tree.map(lambda o, p, s: jnp.sum(o * jnp.square(p - s)), state.importance, params, state.start)
         return si_c * sum(jax.tree.leaves(terms))
 
@@ -47,3 +50,18 @@ def synaptic_intelligence(*, si_c: float, damping: float = 0.1) -> Strategy:
         return SIState(importance=importance, path=jax.tree.map(jnp.zeros_like, params), start=params)
 
     return Strategy(init=init, penalty=penalty, after_step=after_step, after_experience=after_experience)
+
+
+@dataclasses.dataclass(frozen=True)
+class SIOptions:
+    si_c: float = option(1.0, "synaptic intelligence's strength", minimum=0)
+    si_damping: float = option(0.1, "the damping xi added to each weight's squared change", above=0)
+
+
+@CONTINUAL_STRATEGIES.register(
+    "si",
+    hyperparams=SIOptions,
+    description="Synaptic intelligence (Zenke et al. 2017): penalize moving weights that reduced the loss.",
+)
+def build_si(options: SIOptions, context: StrategyContext) -> Strategy:
+    return synaptic_intelligence(si_c=options.si_c, damping=options.si_damping)

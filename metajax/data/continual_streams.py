@@ -30,9 +30,9 @@ class Stream(NamedTuple):
     """A sequence of experiences, every array with a leading experience axis.
 
     Attributes:
-      train_x: ``[experiences, n, features]`` training inputs.
+      train_x: ``[experiences, n, *example_shape]`` training inputs (feature vectors or images).
       train_y: ``[experiences, n]`` int labels, in the scenario's label space.
-      test_x: ``[experiences, m, features]`` test inputs (padded).
+      test_x: ``[experiences, m, *example_shape]`` test inputs (padded).
       test_y: ``[experiences, m]`` test labels.
       test_mask: ``[experiences, m]`` bool, False on padding rows.
       logit_mask: ``[experiences, outputs]`` bool, the outputs an experience may
@@ -54,6 +54,10 @@ class Stream(NamedTuple):
     def num_experiences(self) -> int:
         return self.train_x.shape[0]
 
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[2:])
+
 
 def _stack_padded(parts: list[np.ndarray], length: int, fill=0) -> np.ndarray:
     out = np.full((len(parts), length, *parts[0].shape[1:]), fill, dtype=parts[0].dtype)
@@ -63,11 +67,14 @@ def _stack_padded(parts: list[np.ndarray], length: int, fill=0) -> np.ndarray:
 
 
 def _check_splits(data: MnistSplits) -> None:
-    """Flat examples: ``x [examples, features]`` and integer ``y [examples]`` in each split."""
-    features = None  # The test split must have the training split's.
+    """Examples of one shape, ``x [examples, *example_shape]``, and integer ``y [examples]`` in each split."""
+    example_shape = (...,)  # The test split must have the training split's.
     for split in ("train", "test"):
         images = getattr(data, split)
-        n, features = check_array(f"data.{split}.x", images.x, (None, features), "[examples, features]")
+        n, *shape = check_array(f"data.{split}.x", images.x, (None, *example_shape), "[examples, *example_shape]")
+        if not shape:
+            raise ValueError(f"data.{split}.x must have shape [examples, *example_shape], got shape {images.x.shape}")
+        example_shape = tuple(shape)
         check_array(f"data.{split}.y", images.y, (n,), "[examples]", dtype="integer")
 
 
@@ -133,10 +140,10 @@ def split_omniglot(
 ) -> Stream:
     """Split Omniglot: experiences of ``classes_per_experience`` characters, drawn at random (seeded).
 
-    ``class_bank`` is ``[classes, examples, 28, 28, 1]`` (e.g. the evaluation
-    set of ``load_omniglot``); the first ``train_per_class`` drawings of each
-    character train, the rest test. A second benchmark beside MNIST, with few
-    examples per class and many classes.
+    ``class_bank`` is ``[classes, examples, *image_shape]`` (e.g. the evaluation
+    set of ``load_omniglot``, 28 x 28 x 1); the first ``train_per_class``
+    drawings of each character train, the rest test, as images. A second
+    benchmark beside MNIST, with few examples per class and many classes.
     """
     check_array("class_bank", class_bank, (None, None, ...), "[classes, examples_per_class, *image_shape]")
     needed = num_experiences * classes_per_experience
@@ -148,10 +155,10 @@ def split_omniglot(
     if not 0 < train_per_class < class_bank.shape[1]:
         raise ValueError(f"train_per_class must be in [1, {class_bank.shape[1] - 1}], got {train_per_class}")
     chosen = np.random.default_rng(seed).permutation(class_bank.shape[0])[:needed]
-    images = class_bank[chosen].reshape(needed, class_bank.shape[1], -1).astype(np.float32)
+    images = class_bank[chosen].astype(np.float32)
 
     def split(rows):
-        x = images[:, rows].reshape(-1, images.shape[-1])
+        x = images[:, rows].reshape(-1, *images.shape[2:])
         y = np.repeat(np.arange(needed, dtype=np.int32), len(range(*rows.indices(class_bank.shape[1]))))
         return LabeledImages(x, y)
 
@@ -168,7 +175,8 @@ def permuted_stream(
     The first experience is the identity permutation; the others are drawn from
     ``seed``. Only ``domain-il`` (one shared 10-way head, no task id) and
     ``task-il`` (a 10-way head per experience) make sense: every experience
-    holds all ten classes, so class-IL is refused.
+    holds all ten classes, so class-IL is refused. Examples keep their shape
+    (the permutation moves the pixels of each image).
     """
     if scenario not in ("domain-il", "task-il"):
         raise ValueError(
@@ -179,7 +187,7 @@ def permuted_stream(
         raise ValueError(f"num_experiences must be positive, got {num_experiences}")
     _check_splits(data)
     rng = np.random.default_rng(seed)
-    features = data.train.x.shape[1]
+    features = int(np.prod(data.train.x.shape[1:]))
     permutations = [np.arange(features)] + [rng.permutation(features) for _ in range(num_experiences - 1)]
     heads = num_experiences if scenario == "task-il" else 1
     offsets = [10 * e if scenario == "task-il" else 0 for e in range(num_experiences)]
@@ -206,10 +214,11 @@ def _permuted_copies(x: np.ndarray, permutations: list[np.ndarray]) -> np.ndarra
     machines: on the 2-core VM we develop on, 7.7 s to stack in a fresh
     process against 0.6 s in place.
     """
-    out = np.empty((len(permutations), *x.shape), x.dtype)
+    flat = x.reshape(len(x), -1)
+    out = np.empty((len(permutations), *flat.shape), x.dtype)
     for copy, permutation in zip(out, permutations, strict=True):
-        np.take(x, permutation, axis=1, out=copy)
-    return out
+        np.take(flat, permutation, axis=1, out=copy)
+    return out.reshape(len(permutations), *x.shape)
 
 
 def gaussian_classes(

@@ -9,13 +9,21 @@ from metajax.array_checks import check_array
 
 
 class MLP(nn.Module):
-    """``[batch, in] -> [batch, out]`` with ReLU between the hidden layers."""
+    """``[batch, in] -> [batch, out]`` with ReLU between the hidden layers.
+
+    With ``flatten_input`` it reads examples of any shape, ``[batch, *example_shape]``, flattened (an
+    MLP on images, as the continual-learning benchmarks use it).
+    """
 
     hidden: Sequence[int]
     out_features: int
+    flatten_input: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.flatten_input:
+            check_array("x", x, (None, None, ...), "[batch, *example_shape]", dtype="floating")
+            x = x.reshape(x.shape[0], -1)
         check_array("x", x, (None, None), "[batch, in_features]", dtype="floating")
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))

@@ -45,6 +45,9 @@ RESUMABLE_DIFFERENCES = ("data_dir", "eval_tasks", "eval_chunk", "also_eval_shot
 
 LOCK_FILE = ".metajax.lock"
 
+# The layout of a family's config and state, recorded in run_config.json (absent: 1, the first layout).
+RUN_FORMAT_FIELD = "metajax_run_format"
+
 
 class ConfigMismatch(ValueError):
     """The workdir holds a run with another config."""
@@ -116,7 +119,8 @@ class RunCheckpoints:
         # Of several hosts sharing the workdir, process 0 locks it; the others save with it.
         self._lock = _WorkdirLock(Path(workdir)) if is_primary_process() else None
         defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
-        self._check_config(Path(workdir) / "run_config.json", dataclasses.asdict(config), defaults)
+        run_format = getattr(type(config), "RUN_FORMAT", 1)
+        self._check_config(Path(workdir) / "run_config.json", dataclasses.asdict(config), defaults, run_format)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
@@ -125,10 +129,17 @@ class RunCheckpoints:
         self._last_step: int | None = None
 
     @staticmethod
-    def _check_config(path: Path, config: dict[str, Any], defaults: dict[str, Any]) -> None:
+    def _check_config(path: Path, config: dict[str, Any], defaults: dict[str, Any], run_format: int) -> None:
         config, defaults = json.loads(json.dumps([config, defaults]))  # Tuples as lists, as in the file.
         if path.exists():
             stored = json.loads(path.read_text())
+            stored_format = stored.pop(RUN_FORMAT_FIELD, 1)
+            if stored_format != run_format:
+                raise ConfigMismatch(
+                    f"{path.parent} holds a run in the layout of another metajax version (run format "
+                    f"{stored_format}; this version reads format {run_format}: its configs and checkpoints hold "
+                    "other fields); resume it with the version that started it, or use another --workdir"
+                )
             # A field the workdir lacks came with a later version; at its default it does what
             # that version did, so the run resumes.
             stored = {**{name: defaults[name] for name in set(config) - set(stored) if name in defaults}, **stored}
@@ -147,7 +158,8 @@ class RunCheckpoints:
                 )
         elif is_primary_process():  # Of several hosts sharing the workdir, one writes.
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(config, indent=2) + "\n")
+            recorded = {**config, RUN_FORMAT_FIELD: run_format} if run_format != 1 else config
+            path.write_text(json.dumps(recorded, indent=2) + "\n")
 
     @property
     def latest_step(self) -> int | None:

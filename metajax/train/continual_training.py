@@ -14,22 +14,14 @@ import optax
 
 from metajax.continual import (
     Experience,
-    agem,
+    StrategyContext,
     backward_transfer,
-    compose,
     continual_learner,
-    ewc,
     forgetting,
     forward_transfer,
-    learning_without_forgetting,
-    naive,
-    replay,
-    synaptic_intelligence,
 )
-from metajax.data.continual_streams import Stream, gaussian_classes, permuted_stream, split_mnist, split_omniglot
-from metajax.data.mnist import load_mnist
-from metajax.data.omniglot import load_omniglot
-from metajax.models import MLP
+from metajax.data.continual_streams import Stream
+from metajax.registry import CONTINUAL_BENCHMARKS, CONTINUAL_STRATEGIES, MODELS
 from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import TrainingDiverged
@@ -39,54 +31,36 @@ from metajax.train.run_info import progress_bar, report, run_metadata, write_sum
 from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
 
 
+def _options(entry, options: dict):
+    """The entry's hyperparameter dataclass filled with a resolved config's options (``None`` without one)."""
+    return None if entry.hyperparams is None else entry.hyperparams(**options)
+
+
 def build_stream(config: ContinualConfig) -> Stream:
-    if config.benchmark == "split-gaussian":
-        return split_mnist(gaussian_classes(seed=config.seed), config.scenario, seed=config.seed)
-    if config.benchmark == "split-omniglot":
-        bank = load_omniglot(config.data_dir).test
-        return split_omniglot(bank, config.scenario, num_experiences=config.experiences, seed=config.seed)
-    data = load_mnist(config.data_dir)
-    if config.benchmark == "split-mnist":
-        return split_mnist(data, config.scenario, seed=config.seed)
-    return permuted_stream(data, config.experiences, config.scenario, seed=config.seed)
+    """The stream ``config.benchmark`` names (``config`` resolved)."""
+    return CONTINUAL_BENCHMARKS.get(config.benchmark).build(
+        data_dir=config.data_dir, scenario=config.scenario, experiences=config.experiences, seed=config.seed
+    )
+
+
+def build_model(config: ContinualConfig, stream: Stream):
+    """The flax module ``config.model`` names, with one output per the stream's outputs."""
+    entry = MODELS.get(config.model)
+    return entry.build(
+        _options(entry, config.model_options), num_outputs=stream.num_outputs, example_shape=stream.example_shape
+    )
 
 
 def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
-    features, outputs = stream.train_x.shape[-1], stream.num_outputs
-    uses_buffer = config.strategy in ("replay", "agem", "replay-ewc")
-    if uses_buffer and config.buffer_size > stream.num_experiences * stream.train_x.shape[1]:
-        raise ValueError(
-            f"buffer-size {config.buffer_size} is larger than the whole stream "
-            f"({stream.num_experiences * stream.train_x.shape[1]} training examples)"
-        )
-    buffer = {
-        "features": features,
-        "num_outputs": outputs,
-        "policy": config.buffer_policy,
-        "update": config.buffer_update,
-    }
-    ewc_args = {
-        "ewc_lambda": config.ewc_lambda,
-        "fisher_samples": config.fisher_samples,
-    }
-
-    def replay_strategy():
-        return replay(config.buffer_size, replay_batch=config.replay_batch, **buffer)
-
-    makers = {
-        "naive": naive,
-        "joint": naive,
-        "replay": replay_strategy,
-        "agem": lambda: agem(config.buffer_size, **buffer),
-        "ewc": lambda: ewc(apply_fn, **ewc_args),
-        "online-ewc": lambda: ewc(apply_fn, mode="online", decay=config.ewc_decay, **ewc_args),
-        "si": lambda: synaptic_intelligence(si_c=config.si_c),
-        "lwf": lambda: learning_without_forgetting(
-            apply_fn, alpha=config.lwf_alpha, temperature=config.lwf_temperature, num_outputs=outputs
-        ),
-        "replay-ewc": lambda: compose(replay_strategy(), ewc(apply_fn, **ewc_args)),
-    }
-    return makers[config.strategy]()
+    """The strategy ``config.strategy`` names, built from its options."""
+    entry = CONTINUAL_STRATEGIES.get(config.strategy)
+    context = StrategyContext(
+        apply_fn=apply_fn,
+        example_shape=stream.example_shape,
+        num_outputs=stream.num_outputs,
+        stream_examples=stream.num_experiences * stream.train_x.shape[1],
+    )
+    return entry.build(_options(entry, config.strategy_options), context)
 
 
 def _experiences(stream: Stream, joint: bool) -> list[Experience]:
@@ -95,7 +69,7 @@ def _experiences(stream: Stream, joint: bool) -> list[Experience]:
         n = stream.train_x.shape[1]
         return [
             Experience(
-                jnp.asarray(stream.train_x.reshape(-1, stream.train_x.shape[-1])),
+                jnp.asarray(stream.train_x.reshape(-1, *stream.example_shape)),
                 jnp.asarray(stream.train_y.reshape(-1)),
                 jnp.repeat(heads, n, axis=0),
                 jnp.asarray(0),
@@ -165,9 +139,9 @@ def train_and_evaluate(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stream = build_stream(config)
-    model = MLP(config.hidden, stream.num_outputs)
+    model = build_model(config, stream)
     strategy = build_strategy(config, model.apply, stream)
-    joint = config.strategy == "joint"
+    joint = bool(CONTINUAL_STRATEGIES.get(config.strategy).trait("trains_jointly"))
     experiences = _experiences(stream, joint)
     if any(e.x.shape[0] < config.batch_size for e in experiences):
         raise ValueError(f"batch-size {config.batch_size} is larger than an experience ({experiences[0].x.shape[0]})")
@@ -203,7 +177,7 @@ def train_and_evaluate(
 
     train_experience = jax.jit(train_runs)
     accuracy = jax.jit(vmap_runs(learner.accuracy, (0, None, None, None, None)))
-    initial_accuracy = to_host(accuracy(state.params, *test))  # [seeds, experiences], for FWT
+    initial_accuracy = to_host(accuracy(state, *test))  # [seeds, experiences], for FWT
 
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
@@ -244,7 +218,7 @@ def train_and_evaluate(
                 raise TrainingDiverged(
                     f"training loss became {losses} in experience {index}; {checkpoints.kept_message()}"
                 )
-            row = to_host(accuracy(state.params, *test))  # [seeds, experiences]
+            row = to_host(accuracy(state, *test))  # [seeds, experiences]
             rows.append(row)
             record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
             log.write(record)

@@ -1,0 +1,53 @@
+"""The models the command can build, in ``metajax.registry.MODELS``.
+
+An entry's ``build(options, *, num_outputs, example_shape)`` returns a flax
+module mapping ``[batch, *example_shape]`` to ``[batch, num_outputs]`` logits;
+its trait ``example_rank`` (when set) is the rank of the examples it reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+
+from metajax.models.conv4 import Conv4
+from metajax.models.mlp import MLP
+from metajax.options import option
+from metajax.registry import MODELS
+
+
+def check_example_shape(model: str, example_shape: tuple[int, ...], rank: int | None, words: str) -> None:
+    """A model that reads examples of one rank refuses others, in one line."""
+    if rank is not None and len(example_shape) != rank:
+        raise ValueError(f"model {model} reads {words}; this data's examples have shape {tuple(example_shape)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPOptions:
+    hidden: tuple[int, ...] = option((400, 400), "widths of the MLP's hidden ReLU layers")
+
+
+@MODELS.register(
+    "mlp",
+    hyperparams=MLPOptions,
+    description="A multilayer perceptron on flattened examples (2 x 400 ReLU, as van de Ven & Tolias).",
+)
+def build_mlp(options: MLPOptions, *, num_outputs: int, example_shape: tuple[int, ...]) -> nn.Module:
+    return MLP(tuple(options.hidden), num_outputs, flatten_input=len(example_shape) != 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv4Options:
+    conv_features: int = option(64, "filters of each of Conv4's four convolutions", minimum=1)
+
+
+@MODELS.register(
+    "conv4",
+    hyperparams=Conv4Options,
+    description="Four 3x3 stride-2 convolutions with batch norm (Reptile's Omniglot network), then a linear head.",
+    example_rank=3,
+)
+def build_conv4(options: Conv4Options, *, num_outputs: int, example_shape: tuple[int, ...]) -> nn.Module:
+    check_example_shape("conv4", example_shape, 3, "images [height, width, channels]")
+    return Conv4(num_classes=num_outputs, features=options.conv_features)
