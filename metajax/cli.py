@@ -14,12 +14,19 @@ import numpy as np
 
 from metajax.data.errors import DataError
 from metajax.options import add_config_flags, add_flags
-from metajax.registry import CONTINUAL_BENCHMARKS, CONTINUAL_STRATEGIES, MODELS, listing, load_plugins
+from metajax.registry import (
+    CONTINUAL_BENCHMARKS,
+    CONTINUAL_STRATEGIES,
+    MODELS,
+    MULTITASK_WEIGHTINGS,
+    listing,
+    load_plugins,
+)
 from metajax.train import continual_training, meta_training, multitask_training
 from metajax.train.config import ALGORITHMS, CLASS_SPLITS, DATASETS, INNER_OPTIMIZERS, MetaLearningConfig
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import RunInterrupted, TrainingDiverged
-from metajax.train.multitask_config import LOSS_WEIGHTINGS, MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
+from metajax.train.multitask_config import MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -147,9 +154,11 @@ def _add_meta_parser(subparsers, algorithm: str) -> None:
     _add_run_options(parser, unit="meta-steps", default_every=1000)
 
 
-def _add_mmoe_parser(subparsers) -> None:
+def _add_multitask_parser(subparsers) -> dict[str, set[str]]:
+    """``metajax multitask`` (alias ``mmoe``); returns which parsed names go into ``weighting_options``."""
     parser = subparsers.add_parser(
-        "mmoe",
+        "multitask",
+        aliases=["mmoe"],
         help="train a multi-task model (MMoE and its baselines) and score every task",
         description=(
             "Multi-task learning (Ma et al. 2018). With no arguments: MMoE on the paper's synthetic pair of "
@@ -176,15 +185,23 @@ def _add_mmoe_parser(subparsers) -> None:
         default=("income", "never_married"),
         help="comma-separated census tasks from income, never_married, college",
     )
-    parser.add_argument("--weighting", choices=LOSS_WEIGHTINGS, default="equal", help="how task losses combine")
-    parser.add_argument("--pcgrad", action="store_true", help="project conflicting task gradients (PCGrad)")
+    parser.add_argument(
+        "--weighting",
+        default="equal",
+        help="how the task losses, or the per-task gradients, combine: one of "
+        f"{', '.join(MULTITASK_WEIGHTINGS.names())} (metajax list describes them)",
+    )
     parser.add_argument("--learning-rate", type=float, help="Adam's learning rate")
     parser.add_argument("--epochs", type=_positive_int)
     parser.add_argument("--batch-size", type=_positive_int)
     parser.add_argument("--seed", type=int, default=0)
+    weighting_names = add_flags(
+        parser, MULTITASK_WEIGHTINGS, title="weighting options (each names the weightings that read it)"
+    )
     parser.add_argument("--workdir", default="runs/mmoe", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_options(parser, unit="epochs", default_every=1)
+    return {"weighting_options": weighting_names}
 
 
 def _add_continual_parser(subparsers) -> dict[str, set[str]]:
@@ -386,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
     for algorithm in ALGORITHMS:
         _add_meta_parser(subparsers, algorithm)
-    _add_mmoe_parser(subparsers)
+    multitask_groups = _add_multitask_parser(subparsers)
     try:
         continual_groups = _add_continual_parser(subparsers)
     except ValueError as error:  # Two registered options under one flag.
@@ -425,8 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices",
                  "coordinator", "num_processes", "process_id", "plugin"):  # fmt: skip
         options.pop(name)
-    if args.command == "continual":  # Each method's options go to it; the rest are the run's.
-        for group, names in continual_groups.items():
+    command = "multitask" if args.command == "mmoe" else args.command
+    groups = {"continual": continual_groups, "multitask": multitask_groups}.get(command, {})
+    if groups:  # Each method's options go to it; the rest are the run's.
+        for group, names in groups.items():
             options[group] = {name: options.pop(name) for name in names if name in options}
     if args.debug_nans:
         import jax
@@ -438,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = (MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table)
     config_class, runner, print_table = {
         **dict.fromkeys(ALGORITHMS, meta),
+        "multitask": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
         "mmoe": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
         "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
     }[args.command]

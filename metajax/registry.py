@@ -160,17 +160,20 @@ class Registry:
             self._aliases.pop(alias, None)
 
 
-# One registry per kind of thing. The meta-learning and multi-task families fill theirs as they move onto
-# the registries; the continual family's are complete.
+# One registry per kind of thing. The meta-learning family and the multi-task models move onto registries
+# next; the continual family's and the multi-task weightings' are complete.
 CONTINUAL_STRATEGIES = Registry(
     "continual strategy", family="continual", builtins="metajax.continual", option="strategy"
 )
 CONTINUAL_BENCHMARKS = Registry(
     "continual benchmark", family="continual", builtins="metajax.data.continual_benchmarks", option="benchmark"
 )
+MULTITASK_WEIGHTINGS = Registry(
+    "multi-task weighting", family="multi-task", builtins="metajax.multitask", option="weighting"
+)
 MODELS = Registry("model", family="shared", builtins="metajax.models.registered", option="model")
 
-REGISTRIES: tuple[Registry, ...] = (CONTINUAL_STRATEGIES, CONTINUAL_BENCHMARKS, MODELS)
+REGISTRIES: tuple[Registry, ...] = (MULTITASK_WEIGHTINGS, CONTINUAL_STRATEGIES, CONTINUAL_BENCHMARKS, MODELS)
 
 
 def load_plugins(modules: Sequence[str] = (), *, entry_point_group: str = PLUGIN_ENTRY_POINT_GROUP) -> list[str]:

@@ -169,7 +169,8 @@ BAD_CALLS = {
         ValueError, r"x must have shape \[batch, in_features\] = \(any, any\), got shape \(2,\)",
     ),
     "uncertainty weighting losses [tasks, 1]": (
-        uncertainty_weighting().task_terms, (jnp.zeros((2,)), _zeros((2, 1))),
+        uncertainty_weighting(optax.sgd(0.1)).task_terms,
+        (uncertainty_weighting(optax.sgd(0.1)).init(2), _zeros((2, 1))),
         ValueError, r"task_losses must have shape \[tasks\] = \(2,\), got shape \(2, 1\)",
     ),
     "predict_queries query examples unlike the support's": (

@@ -17,7 +17,6 @@ from metajax.multitask import (
     roc_auc,
     uncertainty_weighting,
 )
-from metajax.multitask.trainer import is_shared_parameter
 
 TASKS, FEATURES, BATCH = 2, 6, 16
 RTOL, ATOL = 1e-4, 1e-6  # float32 through a few Adam steps of a small network.
@@ -102,20 +101,22 @@ def test_uncertainty_weighting_follows_kendalls_objective():
     model = MODELS["shared-bottom"]
     batch = _batch(1)
     params = model.init(jax.random.key(0), batch.x)
-    trainer = multitask_trainer(model.apply, TASKS, optimizer=optax.sgd(0.1), weighting=uncertainty_weighting())
+    weighting = uncertainty_weighting(optax.sgd(0.1))  # Its own optimizer: SGD of the model's rate here.
+    trainer = multitask_trainer(model.apply, TASKS, optimizer=optax.sgd(0.1), weighting=weighting)
     state = trainer.init(params)
-    state = state._replace(weighting_params=jnp.array([0.5, -0.3]))
+    log_variances = jnp.array([0.5, -0.3])
+    state = state._replace(weighting_state=state.weighting_state._replace(log_variances=log_variances))
     new_state, metrics = trainer.train_step(state, batch, key=jax.random.key(0))
 
     def objective(p, s):
         losses = jnp.stack([_reference_task_loss(model, p, batch, t) for t in range(TASKS)])
         return jnp.sum(jnp.exp(-s) * losses + s)
 
-    grads_p, grads_s = jax.grad(objective, argnums=(0, 1))(params, state.weighting_params)
+    grads_p, grads_s = jax.grad(objective, argnums=(0, 1))(params, log_variances)
     chex.assert_trees_all_close(
         new_state.params, jax.tree.map(lambda p, g: p - 0.1 * g, params, grads_p), rtol=RTOL, atol=ATOL
     )
-    np.testing.assert_allclose(new_state.weighting_params, state.weighting_params - 0.1 * grads_s, rtol=RTOL)
+    np.testing.assert_allclose(new_state.weighting_state.log_variances, log_variances - 0.1 * grads_s, rtol=RTOL)
     np.testing.assert_allclose(metrics["task_weights"], np.exp([-0.5, 0.3]), rtol=1e-6)
 
 
@@ -124,25 +125,36 @@ def test_gradnorm_weights_follow_the_paper_and_stay_normalized():
     batch = _batch(2)
     params = model.init(jax.random.key(0), batch.x)
     alpha, lr = 1.5, 0.05
-    trainer = multitask_trainer(model.apply, TASKS, optimizer=optax.sgd(lr), weighting=gradnorm(alpha))
+    trainer = multitask_trainer(
+        model.apply,
+        TASKS,
+        optimizer=optax.sgd(lr),
+        weighting=gradnorm(optax.sgd(lr), alpha),
+        shared_parameters=model.shared_parameters,
+    )
     state = trainer.init(params)
-    state = state._replace(weighting_params=jnp.array([0.6, 1.4]), initial_task_losses=jnp.array([0.9, 0.5]))
-    state = state._replace(step=jnp.ones((), jnp.int32))  # Past step 0, so L(0) above is kept.
+    gradnorm_state = state.weighting_state._replace(
+        task_weights=jnp.array([0.6, 1.4]),
+        initial_task_losses=jnp.array([0.9, 0.5]),
+        step=jnp.ones((), jnp.int32),  # Past step 0, so L(0) above is kept.
+    )
+    state = state._replace(weighting_state=gradnorm_state)
     new_state, _ = trainer.train_step(state, batch, key=jax.random.key(0))
 
-    w = np.asarray(state.weighting_params)
+    w = np.asarray(gradnorm_state.task_weights)
+    shared_mask = jax.tree.leaves(model.shared_parameters(params))
     losses, norms = [], []
     for t in range(TASKS):
         losses.append(float(_reference_task_loss(model, params, batch, t)))
         grads = jax.grad(lambda p, t=t: _reference_task_loss(model, p, batch, t))(params)
-        shared = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(grads) if is_shared_parameter(path)]
+        shared = [leaf for leaf, is_shared in zip(jax.tree.leaves(grads), shared_mask, strict=True) if is_shared]
         norms.append(float(np.sqrt(sum(np.sum(np.square(leaf)) for leaf in shared))))
     losses, norms = np.array(losses), np.array(norms)
     weighted_norms = w * norms
     ratios = losses / np.array([0.9, 0.5])
     target = weighted_norms.mean() * (ratios / ratios.mean()) ** alpha
     weights = w - lr * np.sign(weighted_norms - target) * norms
-    np.testing.assert_allclose(new_state.weighting_params, weights * TASKS / weights.sum(), rtol=1e-4)
+    np.testing.assert_allclose(new_state.weighting_state.task_weights, weights * TASKS / weights.sum(), rtol=1e-4)
     # The model descends the weighted sum, with the weights of before the step.
     grads = jax.grad(lambda p: sum(w[t] * _reference_task_loss(model, p, batch, t) for t in range(TASKS)))(params)
     chex.assert_trees_all_close(
@@ -183,7 +195,7 @@ def test_pcgrad_transform_in_the_trainer_combines_per_task_gradients():
     model = MODELS["mmoe"]
     batch = _batch(3)
     params = model.init(jax.random.key(0), batch.x)
-    trainer = multitask_trainer(model.apply, TASKS, optimizer=optax.sgd(0.1), gradient_surgery=pcgrad())
+    trainer = multitask_trainer(model.apply, TASKS, optimizer=optax.sgd(0.1), weighting=pcgrad())
     key = jax.random.key(4)
     new_state, _ = jax.jit(trainer.train_step)(trainer.init(params), batch, key=key)
     task_grads = [jax.grad(lambda p, t=t: _reference_task_loss(model, p, batch, t))(params) for t in range(TASKS)]

@@ -13,10 +13,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metajax.models.task_stacks import MultiTaskOutput, ReluStack, Tower, check_features, softmax_gates, stacked
+from metajax.models.task_stacks import (
+    MultiTaskOutput,
+    ReluStack,
+    SharedParameters,
+    Tower,
+    check_features,
+    softmax_gates,
+    stacked,
+)
 
 
-class MMoE(nn.Module):
+class MMoE(SharedParameters, nn.Module):
     """``[batch, features] -> MultiTaskOutput([tasks, batch], [tasks, batch, experts])``.
 
     Attributes:

@@ -14,7 +14,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metajax.models.task_stacks import MultiTaskOutput, ReluStack, Tower, check_features, softmax_gates, stacked
+from metajax.models.task_stacks import (
+    MultiTaskOutput,
+    ReluStack,
+    SharedParameters,
+    Tower,
+    check_features,
+    softmax_gates,
+    stacked,
+)
 
 
 class ExtractionLevel(nn.Module):
@@ -49,7 +57,7 @@ class ExtractionLevel(nn.Module):
         return next_task_inputs, next_shared_input, gate_weights
 
 
-class PLE(nn.Module):
+class PLE(SharedParameters, nn.Module):
     """``[batch, features] -> MultiTaskOutput([tasks, batch], [tasks, batch, task_experts + shared_experts])``.
 
     The gate weights returned are those of the last level: per task, its own

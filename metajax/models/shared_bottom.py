@@ -6,10 +6,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metajax.models.task_stacks import MultiTaskOutput, ReluStack, Tower, check_features, stacked
+from metajax.models.task_stacks import MultiTaskOutput, ReluStack, SharedParameters, Tower, check_features, stacked
 
 
-class SharedBottom(nn.Module):
+class SharedBottom(SharedParameters, nn.Module):
     """One bottom network shared by all tasks, a tower per task on top.
 
     Attributes:

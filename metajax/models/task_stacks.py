@@ -75,6 +75,25 @@ def softmax_gates(count: int, experts: int, *, shared_input: bool, name: str) ->
     return stacked(nn.Dense, count, shared_input=shared_input)(experts, name=name)
 
 
+def parameters_under(params, prefix: str):
+    """Bools like ``params``: True for the leaves inside a module whose name starts with ``prefix``.
+
+    For a model's own declaration of its parameter groups (its modules are its to name); algorithms
+    read the declaration, never the names.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(str(getattr(entry, "key", "")).startswith(prefix) for entry in path), params
+    )
+
+
+class SharedParameters:
+    """The multi-task models' declared split: ``shared_parameters(params)``, True for the parameters every
+    task uses (experts, shared bottoms), False for each task's own (gates, towers, task experts)."""
+
+    def shared_parameters(self, params):
+        return parameters_under(params, "shared_")
+
+
 def check_features(x: jax.Array, model: str) -> None:
     """A multi-task model reads ``[batch, features]`` rows."""
     if x.ndim != 2:

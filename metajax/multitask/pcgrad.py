@@ -1,4 +1,4 @@
-"""Gradient surgery for multi-task learning (PCGrad) as an optax-style transform.
+"""Gradient surgery for multi-task learning (PCGrad), a weighting of the per-task gradients.
 
 Yu, Kumar, Gupta, Levine, Hausman & Finn, "Gradient Surgery for Multi-Task
 Learning", NeurIPS 2020 (arXiv 2001.06782).
@@ -6,10 +6,11 @@ Learning", NeurIPS 2020 (arXiv 2001.06782).
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.flatten_util import ravel_pytree
 
 from metajax.array_checks import check_array, check_key
+from metajax.multitask.weighting import GradientWeighting
+from metajax.registry import MULTITASK_WEIGHTINGS
 
 
 def project_conflicting(task_gradients: jax.Array, *, key: jax.Array) -> jax.Array:
@@ -37,27 +38,26 @@ def project_conflicting(task_gradients: jax.Array, *, key: jax.Array) -> jax.Arr
     return jnp.sum(projected, axis=0)
 
 
-def pcgrad() -> optax.GradientTransformationExtraArgs:
-    """A transform whose ``update`` takes per-task gradients (a leading task axis on every leaf).
-
-    It returns one combined gradient with the shapes of the parameters, to
-    chain before an optimizer; ``update`` needs the keyword ``key`` for the
-    random order of the projections.
+def pcgrad() -> GradientWeighting:
+    """PCGrad as a ``GradientWeighting``: the per-task gradients of every parameter, flattened, projected
+    by ``project_conflicting`` (its ``key`` orders the projections) and summed.
 
     Example::
 
-        surgery = pcgrad()
-        combined, _ = surgery.update(task_grads, surgery.init(params), key=key)
+        trainer = multitask_trainer(model.apply, num_tasks, optimizer=optax.adam(1e-3), weighting=pcgrad())
     """
 
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(task_updates, state, params=None, *, key):
-        del params
-        flat = jax.vmap(lambda tree: ravel_pytree(tree)[0])(task_updates)
-        _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], task_updates))
+    def combine(state, task_grads, task_losses, *, key, shared):
+        flat = jax.vmap(lambda tree: ravel_pytree(tree)[0])(task_grads)
+        _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], task_grads))
         return unravel(project_conflicting(flat, key=key)), state
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    return GradientWeighting(init=lambda num_tasks: (), combine=combine)
+
+
+MULTITASK_WEIGHTINGS.register(
+    "pcgrad",
+    lambda options, context: pcgrad(),
+    description="PCGrad (Yu et al. 2020): project each task's gradient off the others' it conflicts with.",
+    acts_on="gradients",
+)

@@ -1,9 +1,9 @@
 """Training and evaluation steps of a multi-task model, as pure functions.
 
 The model is any ``apply_fn(params, x) -> MultiTaskOutput`` whose predictions
-have a leading task axis; the per-task loss is vmapped over that axis, a
-``LossWeighting`` turns the task losses into one objective, and an optional
-gradient surgery transform (``pcgrad``) combines per-task gradients.
+have a leading task axis; the per-task loss is vmapped over that axis, and a
+weighting (``metajax.multitask.weighting``) turns the task losses, or the
+per-task gradients of one ``jacrev`` pass, into the model's update.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from metajax.array_checks import check_key
 from metajax.data.multitask import MultiTaskBatch, check_multitask_batch
 from metajax.models.task_stacks import MultiTaskOutput
 from metajax.multitask.losses import TASK_LOSSES, TaskLoss
-from metajax.multitask.weighting import LossWeighting, equal_weighting
+from metajax.multitask.weighting import GradientWeighting, LossWeighting, equal_weighting
 
 
 class MultiTaskState(NamedTuple):
@@ -27,18 +27,14 @@ class MultiTaskState(NamedTuple):
 
     Attributes:
       params: the model's parameters.
-      weighting_params: the loss weighting's learnable parameters.
-      opt_state: optimizer state over ``(params, weighting_params)``.
-      surgery_state: the gradient surgery transform's state (or an empty one).
-      initial_task_losses: ``[tasks]`` the losses of the first step (GradNorm's L(0)).
+      opt_state: the model optimizer's state.
+      weighting_state: the weighting's own state (its parameters and their optimizer, its history).
       step: number of train steps taken.
     """
 
     params: Any
-    weighting_params: Any
     opt_state: optax.OptState
-    surgery_state: optax.OptState
-    initial_task_losses: jax.Array
+    weighting_state: Any
     step: jax.Array
 
 
@@ -54,31 +50,14 @@ class MultiTaskTrainer(NamedTuple):
     predict: Callable
 
 
-def is_shared_parameter(path) -> bool:
-    """Parameters used by every task: those under a module named ``shared_*`` (the models' convention)."""
-    return any(str(getattr(entry, "key", "")).startswith("shared_") for entry in path)
-
-
-def _shared_norms(task_gradients) -> jax.Array:
-    """``[tasks]`` norms of each task's gradient restricted to the shared parameters."""
-    squares = [
-        jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(task_gradients)
-        if is_shared_parameter(path)
-    ]
-    if not squares:
-        raise ValueError("GradNorm needs shared parameters (modules named 'shared_*'); the model has none")
-    return jnp.sqrt(sum(squares))
-
-
 def multitask_trainer(
     apply_fn: Callable[[Any, jax.Array], MultiTaskOutput],
     num_tasks: int,
     *,
     optimizer: optax.GradientTransformation,
     task_loss: str | TaskLoss = "binary",
-    weighting: LossWeighting | None = None,
-    gradient_surgery: optax.GradientTransformationExtraArgs | None = None,
+    weighting: LossWeighting | GradientWeighting | None = None,
+    shared_parameters: Callable[[Any], Any] | None = None,
     batch_size: int = 32,
     place_batch: Callable[[MultiTaskBatch], MultiTaskBatch] | None = None,
 ) -> MultiTaskTrainer:
@@ -88,13 +67,15 @@ def multitask_trainer(
       apply_fn: ``(params, x [batch, features]) -> MultiTaskOutput`` with
         ``[tasks, batch]`` predictions.
       num_tasks: number of tasks (label columns).
-      optimizer: optax optimizer of the model and weighting parameters.
+      optimizer: optax optimizer of the model's parameters.
       task_loss: ``"binary"`` (sigmoid cross-entropy on logits),
         ``"regression"`` (squared error), or ``loss(predictions [batch],
         labels [batch]) -> scalar``; the same for every task.
-      weighting: how task losses combine (default: equal weights, summed).
-      gradient_surgery: a transform from per-task gradients to one gradient,
-        such as ``pcgrad()``; per-task gradients cost one backward pass per task.
+      weighting: a ``LossWeighting`` (how task losses combine; default: equal weights, summed) or a
+        ``GradientWeighting`` (how per-task gradients combine: ``pcgrad()``, ``mgda()``, ``gradnorm(...)``;
+        the per-task gradients come from one ``jacrev`` pass, a backward pass per task).
+      shared_parameters: ``(params) -> bools like params``, the model's declared shared parameters
+        (e.g. ``MMoE(...).shared_parameters``), for the gradient weightings that need them.
       batch_size: examples per step in ``train_epoch`` (the last partial batch
         of an epoch is dropped).
       place_batch: lays each batch of ``train_epoch`` out over devices (e.g.
@@ -108,7 +89,7 @@ def multitask_trainer(
             raise ValueError(f"task_loss must be one of {', '.join(TASK_LOSSES)} or a function, got {task_loss!r}")
         task_loss = TASK_LOSSES[task_loss]
     weighting = weighting or equal_weighting()
-    needs_task_gradients = weighting.weight_gradient is not None or gradient_surgery is not None
+    acts_on_gradients = isinstance(weighting, GradientWeighting)
 
     def task_losses_of(params, batch: MultiTaskBatch) -> tuple[jax.Array, MultiTaskOutput]:
         output = apply_fn(params, batch.x)
@@ -116,64 +97,44 @@ def multitask_trainer(
         return losses, output
 
     def init(params) -> MultiTaskState:
-        weighting_params = weighting.init(num_tasks)
         return MultiTaskState(
             params=params,
-            weighting_params=weighting_params,
-            opt_state=optimizer.init((params, weighting_params)),
-            surgery_state=gradient_surgery.init(params) if gradient_surgery else optax.EmptyState(),
-            initial_task_losses=jnp.ones((num_tasks,)),
+            opt_state=optimizer.init(params),
+            weighting_state=weighting.init(num_tasks),
             step=jnp.zeros((), jnp.int32),
         )
 
     def train_step(state: MultiTaskState, batch: MultiTaskBatch, *, key: jax.Array):
         check_multitask_batch(batch, num_tasks)
         check_key("key", key)
+        if acts_on_gradients:
+            scales = weighting.loss_scales(state.weighting_state)
 
-        def task_terms(params, weighting_params):
-            losses, _ = task_losses_of(params, batch)
-            return weighting.task_terms(weighting_params, losses), losses
+            def task_terms(params):
+                losses, _ = task_losses_of(params, batch)
+                return (losses if scales is None else scales * losses), losses
 
-        if needs_task_gradients:
-            (param_jacobian, weighting_jacobian), task_losses = jax.jacrev(task_terms, argnums=(0, 1), has_aux=True)(
-                state.params, state.weighting_params
+            task_grads, task_losses = jax.jacrev(task_terms, has_aux=True)(state.params)
+            shared = None if shared_parameters is None else shared_parameters(state.params)
+            grads, weighting_state = weighting.combine(
+                state.weighting_state, task_grads, task_losses, key=key, shared=shared
             )
-            if gradient_surgery is None:
-                param_grads = jax.tree.map(lambda leaf: jnp.sum(leaf, axis=0), param_jacobian)
-                surgery_state = state.surgery_state
-            else:
-                param_grads, surgery_state = gradient_surgery.update(
-                    param_jacobian, state.surgery_state, state.params, key=key
-                )
-            weighting_grads = jax.tree.map(lambda leaf: jnp.sum(leaf, axis=0), weighting_jacobian)
         else:
 
-            def objective(params, weighting_params):
-                terms, losses = task_terms(params, weighting_params)
-                return jnp.sum(terms), losses
+            def objective(params):
+                losses, _ = task_losses_of(params, batch)
+                return jnp.sum(weighting.task_terms(state.weighting_state, losses)), losses
 
-            (_, task_losses), (param_grads, weighting_grads) = jax.value_and_grad(
-                objective, argnums=(0, 1), has_aux=True
-            )(state.params, state.weighting_params)
-            surgery_state = state.surgery_state
-        initial_task_losses = jnp.where(state.step == 0, task_losses, state.initial_task_losses)
-        if weighting.weight_gradient is not None:
-            weighting_grads = weighting.weight_gradient(
-                state.weighting_params, task_losses, initial_task_losses, _shared_norms(param_jacobian)
-            )
-        updates, opt_state = optimizer.update(
-            (param_grads, weighting_grads), state.opt_state, (state.params, state.weighting_params)
-        )
-        params, weighting_params = optax.apply_updates((state.params, state.weighting_params), updates)
+            (_, task_losses), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+            weighting_state = weighting.update(state.weighting_state, task_losses)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = MultiTaskState(
-            params=params,
-            weighting_params=weighting.project(weighting_params),
+            params=optax.apply_updates(state.params, updates),
             opt_state=opt_state,
-            surgery_state=surgery_state,
-            initial_task_losses=initial_task_losses,
+            weighting_state=weighting_state,
             step=state.step + 1,
         )
-        task_weights = weighting.weights(state.weighting_params)
+        task_weights = weighting.weights(state.weighting_state)
         metrics = {
             "task_losses": task_losses,
             "task_weights": jnp.ones_like(task_losses) if task_weights is None else task_weights,
@@ -181,7 +142,8 @@ def multitask_trainer(
         return new_state, metrics
 
     def train_epoch(state: MultiTaskState, data: MultiTaskBatch, *, key: jax.Array):
-        """One pass over ``data`` in shuffled batches, as a ``lax.scan``; metrics are means over the steps."""
+        """One pass over ``data`` in shuffled batches, as a ``lax.scan``, then the weighting's end of epoch;
+        metrics are means over the steps."""
         check_multitask_batch(data, num_tasks, "data")
         check_key("key", key)
         num_batches = data.x.shape[0] // batch_size
@@ -199,6 +161,7 @@ def multitask_trainer(
             return train_step(state, batch if place_batch is None else place_batch(batch), key=step_key)
 
         state, metrics = jax.lax.scan(body, state, (order.reshape(num_batches, batch_size), step_keys))
+        state = state._replace(weighting_state=weighting.after_epoch(state.weighting_state))
         return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
     def eval_step(params, batch: MultiTaskBatch) -> dict[str, jax.Array]:

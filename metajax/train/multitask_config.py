@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from metajax.data.census_income import TASKS as CENSUS_TASKS
+from metajax.options import fields_by_name, resolve_options
+from metajax.registry import MULTITASK_WEIGHTINGS
 
 MULTITASK_DATASETS = ("synthetic", "census")
 MULTITASK_MODELS = ("mmoe", "omoe", "shared-bottom", "cgc", "ple")
-LOSS_WEIGHTINGS = ("equal", "uncertainty", "gradnorm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +25,12 @@ class MultiTaskConfig:
     the mixtures. CGC/PLE give each task ``task_experts`` experts beside
     ``experts`` shared ones. Experts (and the shared bottom) have
     ``expert_layers`` ReLU layers, towers ``tower_layers`` hidden ones.
+    ``weighting`` names an entry of ``metajax.registry.MULTITASK_WEIGHTINGS``
+    (``metajax list``), ``weighting_options`` fields of its own options.
     """
+
+    # Version 2: weightings by registered name with their own options and states (PCGrad among them).
+    RUN_FORMAT: ClassVar[int] = 2
 
     dataset: str = "synthetic"
     data_dir: str | None = None
@@ -38,7 +46,7 @@ class MultiTaskConfig:
     levels: int = 2
     census_tasks: tuple[str, ...] = ("income", "never_married")
     weighting: str = "equal"
-    pcgrad: bool = False
+    weighting_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     learning_rate: float | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -55,6 +63,14 @@ class MultiTaskConfig:
         if filled["bottom_units"] is None:
             filled["bottom_units"] = filled["experts"] * filled["expert_units"]
         filled["census_tasks"] = tuple(filled["census_tasks"])
+        weighting = MULTITASK_WEIGHTINGS.get(self.weighting)
+        filled["weighting"] = weighting.name
+        filled["weighting_options"] = resolve_options(
+            weighting.hyperparams,
+            self.weighting_options,
+            owner=f"weighting {weighting.name}",
+            known=fields_by_name(entry.hyperparams for entry in MULTITASK_WEIGHTINGS),
+        )
         config = MultiTaskConfig(**filled)
         config.check()
         return config
@@ -62,8 +78,6 @@ class MultiTaskConfig:
     def check(self) -> None:
         if self.model not in MULTITASK_MODELS:
             raise ValueError(f"model must be one of {', '.join(MULTITASK_MODELS)}, got {self.model!r}")
-        if self.weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.weighting!r}")
         sizes = ("experts", "expert_units", "expert_layers", "tower_units", "tower_layers", "bottom_units")
         for name in (*sizes, "task_experts", "levels", "epochs"):
             value = getattr(self, name)

@@ -17,9 +17,9 @@ from metajax.data.census_income import load_census_income
 from metajax.data.correlated_regression import correlated_regression_dataset
 from metajax.data.multitask import MultiTaskDataset
 from metajax.models import CGC, PLE, MMoE, OMoE, SharedBottom
-from metajax.multitask import gradnorm, multitask_trainer, pcgrad
+from metajax.multitask import WeightingContext, multitask_trainer
 from metajax.multitask.evaluation import headline, score_split
-from metajax.multitask.weighting import WEIGHTINGS
+from metajax.registry import MULTITASK_WEIGHTINGS
 from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.errors import TrainingDiverged
 from metajax.train.interruption import StopSignals
@@ -55,14 +55,16 @@ def load_dataset(config: MultiTaskConfig) -> MultiTaskDataset:
 
 
 def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str, place_batch=None):
-    weighting = gradnorm() if config.weighting == "gradnorm" else WEIGHTINGS[config.weighting]()
+    entry = MULTITASK_WEIGHTINGS.get(config.weighting)
+    options = None if entry.hyperparams is None else entry.hyperparams(**config.weighting_options)
+    weighting = entry.build(options, WeightingContext(config.num_tasks, config.learning_rate))
     return multitask_trainer(
         model.apply,
         config.num_tasks,
         optimizer=optax.adam(config.learning_rate),
         task_loss=task_kind,
         weighting=weighting,
-        gradient_surgery=pcgrad() if config.pcgrad else None,
+        shared_parameters=getattr(model, "shared_parameters", None),  # The model's declared split.
         batch_size=config.batch_size,
         place_batch=place_batch,
     )
