@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices",
                  "coordinator", "num_processes", "process_id", "plugin"):  # fmt: skip
         options.pop(name)
-    command = "multitask" if args.command == "mmoe" else args.command
+    command = "multitask" if args.command == "mmoe" else args.command  # The alias runs the same.
     groups = {"continual": continual_groups, "multitask": multitask_groups}.get(command, {})
     if groups:  # Each method's options go to it; the rest are the run's.
         for group, names in groups.items():
@@ -458,9 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_class, runner, print_table = {
         **dict.fromkeys(ALGORITHMS, meta),
         "multitask": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
-        "mmoe": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
         "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
-    }[args.command]
+    }[command]
     try:
         summary = runner(
             config_class(**options),

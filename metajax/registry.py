@@ -63,6 +63,10 @@ class Entry:
     def trait(self, name: str, default: Any = None) -> Any:
         return self.traits.get(name, default)
 
+    def options(self, resolved: Mapping[str, Any]) -> Any:
+        """Its hyperparameter dataclass filled with a resolved config's options (``None`` if it has none)."""
+        return None if self.hyperparams is None else self.hyperparams(**resolved)
+
 
 class Registry:
     """Named entries of one kind, filled by the modules that define them.
@@ -140,6 +144,19 @@ class Registry:
         if entry is None:
             raise UnknownName(f"{self.option} must be one of {', '.join(self._entries)}, got {name!r}")
         return entry
+
+    def resolve(self, name: str, given: Mapping[str, Any]) -> tuple[Entry, dict[str, Any]]:
+        """The entry ``name`` and its full, checked options: its defaults updated by ``given``.
+
+        Raises:
+          ValueError: an unknown name, a bad value, or an option this entry does not read (one line); a
+            value is checked against the field of any entry that declares it first.
+        """
+        from metajax.options import fields_by_name, resolve_options
+
+        entry = self.get(name)
+        known = fields_by_name(other.hyperparams for other in self)
+        return entry, resolve_options(entry.hyperparams, given, owner=f"{self.option} {entry.name}", known=known)
 
     def names(self) -> tuple[str, ...]:
         self._load()

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from metajax.options import checked_fields, fields_by_name, option, resolve_options
+from metajax.options import checked_fields, option
 from metajax.registry import CONTINUAL_BENCHMARKS, CONTINUAL_STRATEGIES, MODELS
 
 CONTINUAL_OPTIMIZERS = ("adam", "sgd")
@@ -57,26 +57,14 @@ class ContinualConfig:
         """This config with the scenario and every option filled in, checked (one-line ``ValueError``s)."""
         config = checked_fields(self)
         benchmark = CONTINUAL_BENCHMARKS.get(config.benchmark)
-        strategy = CONTINUAL_STRATEGIES.get(config.strategy)
-        model = MODELS.get(config.model)
         scenarios = benchmark.trait("scenarios")
         scenario = scenarios[0] if config.scenario is None else config.scenario
         if scenario not in scenarios:
             raise ValueError(
                 f"benchmark {benchmark.name} cannot run scenario {scenario!r}; it supports {', '.join(scenarios)}"
             )
-        strategy_options = resolve_options(
-            strategy.hyperparams,
-            config.strategy_options,
-            owner=f"strategy {strategy.name}",
-            known=fields_by_name(entry.hyperparams for entry in CONTINUAL_STRATEGIES),
-        )
-        model_options = resolve_options(
-            model.hyperparams,
-            config.model_options,
-            owner=f"model {model.name}",
-            known=fields_by_name(entry.hyperparams for entry in MODELS),
-        )
+        strategy, strategy_options = CONTINUAL_STRATEGIES.resolve(config.strategy, config.strategy_options)
+        model, model_options = MODELS.resolve(config.model, config.model_options)
         return dataclasses.replace(
             config,
             benchmark=benchmark.name,

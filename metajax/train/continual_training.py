@@ -31,11 +31,6 @@ from metajax.train.run_info import progress_bar, report, run_metadata, write_sum
 from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
 
 
-def _options(entry, options: dict):
-    """The entry's hyperparameter dataclass filled with a resolved config's options (``None`` without one)."""
-    return None if entry.hyperparams is None else entry.hyperparams(**options)
-
-
 def build_stream(config: ContinualConfig) -> Stream:
     """The stream ``config.benchmark`` names (``config`` resolved)."""
     return CONTINUAL_BENCHMARKS.get(config.benchmark).build(
@@ -47,7 +42,7 @@ def build_model(config: ContinualConfig, stream: Stream):
     """The flax module ``config.model`` names, with one output per the stream's outputs."""
     entry = MODELS.get(config.model)
     return entry.build(
-        _options(entry, config.model_options), num_outputs=stream.num_outputs, example_shape=stream.example_shape
+        entry.options(config.model_options), num_outputs=stream.num_outputs, example_shape=stream.example_shape
     )
 
 
@@ -60,7 +55,7 @@ def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
         num_outputs=stream.num_outputs,
         stream_examples=stream.num_experiences * stream.train_x.shape[1],
     )
-    return entry.build(_options(entry, config.strategy_options), context)
+    return entry.build(entry.options(config.strategy_options), context)
 
 
 def _experiences(stream: Stream, joint: bool) -> list[Experience]:

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from metajax.data.census_income import TASKS as CENSUS_TASKS
-from metajax.options import fields_by_name, resolve_options
 from metajax.registry import MULTITASK_WEIGHTINGS
 
 MULTITASK_DATASETS = ("synthetic", "census")
@@ -63,14 +62,8 @@ class MultiTaskConfig:
         if filled["bottom_units"] is None:
             filled["bottom_units"] = filled["experts"] * filled["expert_units"]
         filled["census_tasks"] = tuple(filled["census_tasks"])
-        weighting = MULTITASK_WEIGHTINGS.get(self.weighting)
+        weighting, filled["weighting_options"] = MULTITASK_WEIGHTINGS.resolve(self.weighting, self.weighting_options)
         filled["weighting"] = weighting.name
-        filled["weighting_options"] = resolve_options(
-            weighting.hyperparams,
-            self.weighting_options,
-            owner=f"weighting {weighting.name}",
-            known=fields_by_name(entry.hyperparams for entry in MULTITASK_WEIGHTINGS),
-        )
         config = MultiTaskConfig(**filled)
         config.check()
         return config

@@ -56,8 +56,9 @@ def load_dataset(config: MultiTaskConfig) -> MultiTaskDataset:
 
 def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str, place_batch=None):
     entry = MULTITASK_WEIGHTINGS.get(config.weighting)
-    options = None if entry.hyperparams is None else entry.hyperparams(**config.weighting_options)
-    weighting = entry.build(options, WeightingContext(config.num_tasks, config.learning_rate))
+    weighting = entry.build(
+        entry.options(config.weighting_options), WeightingContext(config.num_tasks, config.learning_rate)
+    )
     return multitask_trainer(
         model.apply,
         config.num_tasks,
