@@ -30,7 +30,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from run_record import provenance  # noqa: E402
 
-ALGORITHMS = ("reptile", "maml", "fomaml", "anil", "meta-sgd", "protonets")
+ALGORITHMS = ("reptile", "maml", "fomaml", "anil", "meta-sgd", "protonets", "r2d2")
 RESULTS = BENCH_DIR / "results" / "meta_family_omniglot.json"
 
 
@@ -40,14 +40,15 @@ def run_one(algorithm: str, shots: int, args) -> dict:
 
     from metajax.train import MetaLearningConfig
     from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
-    from metajax.train.meta_training import build, load_banks
+    from metajax.train.meta_training import build, load_data
 
     config = MetaLearningConfig(
         algorithm=algorithm, dataset="omniglot", data_dir=args.data_dir, shots=shots, seed=args.seed
     ).resolved()
-    model, example, make_learner, train_sampler, test_sampler = build(config)
+    data = load_data(config)
+    model, example, make_learner, train_sampler, test_sampler = build(config, data)
     learner = make_learner(config.transductive)
-    train_bank, test_bank = load_banks(config)
+    train_bank, test_bank = data.train, data.test
     init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
     state = learner.init(model.init(init_key, example))
 

@@ -13,17 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from metajax.data.errors import DataError
-from metajax.options import add_config_flags, add_flags
+from metajax.options import add_config_flags, add_flags, positive_int
 from metajax.registry import (
     CONTINUAL_BENCHMARKS,
     CONTINUAL_STRATEGIES,
+    FEW_SHOT_DATASETS,
+    META_LEARNERS,
     MODELS,
     MULTITASK_WEIGHTINGS,
     listing,
     load_plugins,
 )
 from metajax.train import continual_training, meta_training, multitask_training
-from metajax.train.config import ALGORITHMS, CLASS_SPLITS, DATASETS, INNER_OPTIMIZERS, MetaLearningConfig
+from metajax.train.config import MetaLearningConfig
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import RunInterrupted, TrainingDiverged
 from metajax.train.multitask_config import MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
@@ -40,7 +42,7 @@ def _add_run_options(parser, *, unit: str, default_every: int) -> None:
     """Options every subcommand shares: resumption, NaN checking, validation only."""
     parser.add_argument(
         "--checkpoint-every",
-        type=_positive_int,
+        type=positive_int,
         default=default_every,
         help=f"{unit} between checkpoints in WORKDIR/checkpoints (default {default_every}); rerunning with the same "
         "--workdir resumes from the latest",
@@ -51,107 +53,48 @@ def _add_run_options(parser, *, unit: str, default_every: int) -> None:
     parser.add_argument("--dry-run", action="store_true", help="validate the arguments and the data, then exit")
     parser.add_argument(
         "--devices",
-        type=_positive_int,
+        type=positive_int,
         help="local devices to split the work over (default: every accelerator; one device on a CPU)",
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-_META_DESCRIPTIONS = {
-    "reptile": "Reptile (Nichol et al. 2018): train a copy of the weights on each task, move toward it.",
-    "maml": "MAML (Finn et al. 2017): differentiate the query loss through the inner steps.",
-    "fomaml": "First-order MAML: MAML without the second-order terms.",
-    "anil": "ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the head.",
-    "meta-sgd": "Meta-SGD (Li et al. 2017): MAML with per-parameter inner step sizes learned in the outer loop.",
-    "protonets": "Prototypical Networks (Snell et al. 2017): classify by distance to class means; no inner loop.",
-}
-
-
-def _add_meta_parser(subparsers, algorithm: str) -> None:
-    """One subcommand per few-shot learner, offering only the options that learner reads."""
+def _add_meta_parser(subparsers, learner) -> dict[str, set[str]]:
+    """One subcommand per registered meta-learner, offering only the options that learner reads (its own,
+    generated from its hyperparameter dataclass, and the run's from ``MetaLearningConfig``); returns which
+    parsed names go into ``algorithm_options``, ``dataset_options`` and ``model_options``."""
     parser = subparsers.add_parser(
-        algorithm,
-        help=f"meta-train {algorithm} and evaluate it on held-out tasks",
+        learner.name,
+        aliases=list(learner.aliases),
+        help=f"meta-train {learner.name} and evaluate it on held-out tasks",
         description=(
-            f"{_META_DESCRIPTIONS[algorithm]} Options left out take the preset of the algorithm and dataset: "
-            "the paper's settings for omniglot, a one-minute demo for sinusoid (the default, which needs no files)."
+            f"{learner.description} Options left out take the preset of the algorithm and dataset: the paper's "
+            "settings for omniglot, a one-minute demo for sinusoid (which needs no files). Datasets: "
+            f"{', '.join(FEW_SHOT_DATASETS.names())}. Models: {', '.join(MODELS.names())}."
         ),
     )
-    parser.add_argument("--dataset", choices=DATASETS, default="omniglot" if algorithm == "protonets" else "sinusoid")
-    parser.add_argument(
-        "--data-dir",
-        help="folder with Omniglot's images_background.npz and images_evaluation.npz; "
-        "without it Omniglot comes from TensorFlow Datasets (needs a network the first time)",
-    )
-    parser.add_argument(
-        "--split",
-        choices=CLASS_SPLITS,
-        default="background",
-        help="Omniglot's classes: background alphabets to train, evaluation alphabets to test (the default), or "
-        "1200 / 423 characters drawn at random, as the Reptile and MAML papers do (an easier test)",
-    )
-    parser.add_argument("--ways", type=_positive_int, help="classes per task (N)")
-    parser.add_argument("--shots", type=_positive_int, help="support examples per class (K)")
-    parser.add_argument(
-        "--also-eval-shots",
-        type=_positive_int,
-        nargs="+",
-        default=(),
-        metavar="K",
-        help="also score the trained weights at these support shots (e.g. 5 for a 1-shot run: Reptile trains "
-        "both the same way); rerun a finished workdir with it to score it again",
-    )
-    parser.add_argument("--query-shots", type=_positive_int, help="query examples per class")
-    parser.add_argument("--meta-batch", type=_positive_int, help="tasks per meta-step")
-    if algorithm != "protonets":
-        parser.add_argument("--inner-steps", type=_positive_int, help="inner steps per task in meta-training")
-        parser.add_argument("--eval-inner-steps", type=_positive_int, help="inner steps when adapting at evaluation")
-        parser.add_argument("--inner-lr", type=float, help="inner step size (Meta-SGD: its initial value)")
-    if algorithm == "reptile":
-        parser.add_argument(
-            "--train-shots",
-            type=_positive_int,
-            help="examples per class in meta-training tasks (default: 10 on Omniglot, as in the Reptile paper; "
-            "--shots on sinusoid)",
-        )
-        parser.add_argument("--inner-batch", type=_positive_int, help="mini-batch size of the inner steps")
-        parser.add_argument("--eval-inner-batch", type=_positive_int, help="their mini-batch size at evaluation")
-        parser.add_argument("--inner-optimizer", choices=INNER_OPTIMIZERS)
-        parser.add_argument("--meta-step-size", type=float, help="outer step size at the start")
-        parser.add_argument("--meta-step-size-final", type=float, help="outer step size at the end (linear annealing)")
-        parser.add_argument(
-            "--reset-inner-optimizer",
-            action="store_true",
-            help="start every task from a fresh inner optimizer state (the paper carries Adam's state across tasks)",
-        )
-    else:
-        parser.add_argument("--meta-lr", type=float, help="the outer Adam optimizer's learning rate")
-    if algorithm in ("maml", "anil", "meta-sgd"):
-        parser.add_argument("--first-order", action="store_true", help="drop the second-order terms")
-        parser.add_argument(
-            "--second-order-steps",
-            type=int,
-            help="differentiate through only the last K inner steps (default: all)",
-        )
-    parser.add_argument("--meta-iters", type=_positive_int)
-    parser.add_argument("--eval-tasks", type=_positive_int, help="test tasks for the accuracy and its 95%% CI")
-    parser.add_argument("--eval-chunk", type=_positive_int, help="test tasks per compiled, vmapped call")
-    parser.add_argument("--transductive", action="store_true", help="share batch-norm statistics across the query set")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=_positive_int, help="meta-steps per logged (and compiled) chunk")
-    parser.add_argument("--conv-impl", choices=("slices", "patches", "lax"), default="slices")
-    parser.add_argument("--workdir", default=f"runs/{algorithm}", help="where metrics.jsonl and summary.json go")
+    config_names = add_config_flags(parser, MetaLearningConfig, skip=("algorithm",))
+    groups = {
+        "algorithm_options": add_flags(parser, [learner], title=f"{learner.name}'s options"),
+        "dataset_options": add_flags(
+            parser, FEW_SHOT_DATASETS, title="dataset options (each names the datasets that read it)"
+        ),
+        "model_options": add_flags(parser, MODELS, title="model options (each names the models that read it)"),
+    }
+    _refuse_clashes(config_names, groups)
+    parser.add_argument("--workdir", default=f"runs/{learner.name}", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_run_options(parser, unit="meta-steps", default_every=1000)
+    return groups
+
+
+def _refuse_clashes(config_names: set[str], groups: dict[str, set[str]]) -> None:
+    """A plugin's option named like another's: two flags cannot share a name."""
+    seen, clashes = set(config_names), set()
+    for names in groups.values():
+        clashes |= seen & names
+        seen |= names
+    if clashes:
+        raise ValueError(f"options registered twice under one name: {', '.join(sorted(clashes))}")
 
 
 def _add_multitask_parser(subparsers) -> dict[str, set[str]]:
@@ -171,14 +114,14 @@ def _add_multitask_parser(subparsers) -> dict[str, set[str]]:
     )
     parser.add_argument("--model", choices=MULTITASK_MODELS, default="mmoe")
     parser.add_argument("--correlation", type=float, default=0.5, help="correlation p of the synthetic tasks")
-    parser.add_argument("--experts", type=_positive_int, default=8, help="experts (shared experts for cgc/ple)")
-    parser.add_argument("--expert-units", type=_positive_int, help="units of each expert's ReLU layers")
-    parser.add_argument("--expert-layers", type=_positive_int, default=1, help="ReLU layers per expert (and bottom)")
-    parser.add_argument("--tower-units", type=_positive_int, default=8, help="units of each tower's hidden layers")
-    parser.add_argument("--tower-layers", type=_positive_int, default=1, help="hidden layers per tower")
-    parser.add_argument("--bottom-units", type=_positive_int, help="shared-bottom width (default experts x units)")
-    parser.add_argument("--task-experts", type=_positive_int, default=2, help="experts owned by each task (cgc/ple)")
-    parser.add_argument("--levels", type=_positive_int, default=2, help="extraction levels of ple")
+    parser.add_argument("--experts", type=positive_int, default=8, help="experts (shared experts for cgc/ple)")
+    parser.add_argument("--expert-units", type=positive_int, help="units of each expert's ReLU layers")
+    parser.add_argument("--expert-layers", type=positive_int, default=1, help="ReLU layers per expert (and bottom)")
+    parser.add_argument("--tower-units", type=positive_int, default=8, help="units of each tower's hidden layers")
+    parser.add_argument("--tower-layers", type=positive_int, default=1, help="hidden layers per tower")
+    parser.add_argument("--bottom-units", type=positive_int, help="shared-bottom width (default experts x units)")
+    parser.add_argument("--task-experts", type=positive_int, default=2, help="experts owned by each task (cgc/ple)")
+    parser.add_argument("--levels", type=positive_int, default=2, help="extraction levels of ple")
     parser.add_argument(
         "--census-tasks",
         type=lambda text: tuple(text.split(",")),
@@ -192,8 +135,8 @@ def _add_multitask_parser(subparsers) -> dict[str, set[str]]:
         f"{', '.join(MULTITASK_WEIGHTINGS.names())} (metajax list describes them)",
     )
     parser.add_argument("--learning-rate", type=float, help="Adam's learning rate")
-    parser.add_argument("--epochs", type=_positive_int)
-    parser.add_argument("--batch-size", type=_positive_int)
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--seed", type=int, default=0)
     weighting_names = add_flags(
         parser, MULTITASK_WEIGHTINGS, title="weighting options (each names the weightings that read it)"
@@ -226,11 +169,7 @@ def _add_continual_parser(subparsers) -> dict[str, set[str]]:
         ),
         "model_options": add_flags(parser, MODELS, title="model options (each names the models that read it)"),
     }
-    clashes = (groups["strategy_options"] & groups["model_options"]) | (
-        config_names & (groups["strategy_options"] | groups["model_options"])
-    )
-    if clashes:  # A plugin's option named like another's: two flags cannot share a name.
-        raise ValueError(f"options registered twice under one name: {', '.join(sorted(clashes))}")
+    _refuse_clashes(config_names, groups)
     parser.add_argument("--workdir", default="runs/continual", help="where summary.json and the plots go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_options(parser, unit="experiences", default_every=1)
@@ -275,7 +214,7 @@ def _print_mmoe_table(summary: dict) -> None:
 
 def _print_meta_table(summary: dict) -> None:
     config = summary["config"]
-    if config["dataset"] == "omniglot":
+    if "test_accuracy" in summary:
         task = f"{config['ways']}-way {config['shots']}-shot"
     else:
         task = f"{config['shots']}-shot regression"
@@ -359,7 +298,7 @@ def _print_listing(as_json: bool) -> None:
     for family, kinds in families.items():
         print(f"{family}:")
         for kind, rows in kinds.items():
-            print(f"  {kind}s:")
+            print(f"  {kind[:-1] + 'ies' if kind.endswith('y') else kind + 's'}:")
             width = max((len(row["name"]) for row in rows), default=0)
             for row in rows:
                 aliases = f" (also: {', '.join(row['aliases'])})" if row.get("aliases") else ""
@@ -398,14 +337,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "several hosts", "run one process per host, each with the same command and its own --process-id"
     )
     distributed.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, for jax.distributed")
-    distributed.add_argument("--num-processes", type=_positive_int, help="processes in the run (with --coordinator)")
+    distributed.add_argument("--num-processes", type=positive_int, help="processes in the run (with --coordinator)")
     distributed.add_argument("--process-id", type=int, help="this process's index, 0 to num-processes - 1")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
-    for algorithm in ALGORITHMS:
-        _add_meta_parser(subparsers, algorithm)
-    multitask_groups = _add_multitask_parser(subparsers)
+    groups_of: dict[str, dict[str, set[str]]] = {}  # Each command's option groups.
     try:
-        continual_groups = _add_continual_parser(subparsers)
+        for learner in META_LEARNERS:
+            groups_of[learner.name] = _add_meta_parser(subparsers, learner)
+            groups_of.update(dict.fromkeys(learner.aliases, groups_of[learner.name]))
+        groups_of["multitask"] = _add_multitask_parser(subparsers)
+        groups_of["continual"] = _add_continual_parser(subparsers)
     except ValueError as error:  # Two registered options under one flag.
         print(f"metajax: error: {error}", file=sys.stderr)
         return 2
@@ -443,23 +384,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "coordinator", "num_processes", "process_id", "plugin"):  # fmt: skip
         options.pop(name)
     command = "multitask" if args.command == "mmoe" else args.command  # The alias runs the same.
-    groups = {"continual": continual_groups, "multitask": multitask_groups}.get(command, {})
-    if groups:  # Each method's options go to it; the rest are the run's.
-        for group, names in groups.items():
-            options[group] = {name: options.pop(name) for name in names if name in options}
+    for group, names in groups_of[command].items():  # Each method's options go to it; the rest are the run's.
+        options[group] = {name: options.pop(name) for name in names if name in options}
     if args.debug_nans:
         import jax
 
         jax.config.update("jax_debug_nans", True)
-    if args.command in ALGORITHMS:
-        options["algorithm"] = args.command
-        options["also_eval_shots"] = tuple(options["also_eval_shots"])
-    meta = (MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table)
-    config_class, runner, print_table = {
-        **dict.fromkeys(ALGORITHMS, meta),
-        "multitask": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
-        "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
-    }[command]
+    if command in META_LEARNERS:
+        options["algorithm"] = command
+        config_class, runner, print_table = MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table
+    else:
+        config_class, runner, print_table = {
+            "multitask": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
+            "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
+        }[command]
     try:
         summary = runner(
             config_class(**options),

@@ -88,6 +88,8 @@ def check_value(owner: type, field: dataclasses.Field, value: Any) -> Any:
         if not isinstance(value, tuple | list):
             raise ValueError(f"{name} must be a sequence, got {value!r}")
         value = tuple(value)
+        if not value and field.default == ():  # An empty list where that is the default: nothing asked.
+            return value
         if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
             raise ValueError(f"{name} must be positive integers, got {value!r}")
         return value
@@ -189,7 +191,7 @@ def _add_field_flags(group, by_name: dict[str, list[tuple[str, type, dataclasses
         for entry_name, _, used in uses:
             defaults.setdefault(_shown(used.default), []).append(entry_name)
         if len(defaults) == 1:
-            default_words = "" if field.default in (None, False) else f"default {next(iter(defaults))}"
+            default_words = "" if field.default in (None, False, ()) else f"default {next(iter(defaults))}"
         else:
             default_words = "default " + "; ".join(f"{', '.join(ns)}: {d}" for d, ns in defaults.items())
         readers = ", ".join(entry_name for entry_name, _, _ in uses if entry_name)
@@ -198,11 +200,10 @@ def _add_field_flags(group, by_name: dict[str, list[tuple[str, type, dataclasses
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text.replace("%", "%%"), "dest": name}
         if base is bool:
             kwargs["action"] = "store_true"
-        elif base is tuple:
-            kwargs["type"] = _comma_separated_ints
-            kwargs["metavar"] = "N[,N...]"
+        elif base is tuple:  # --hidden 100,100 or --hidden 100 100.
+            kwargs.update(type=_comma_separated_ints, nargs="+", action=_Concatenated, metavar="N")
         else:
-            kwargs["type"] = base
+            kwargs["type"] = base  # Its range is checked with the config's, in the same one-line errors.
             if field.metadata.get("choices"):
                 kwargs["choices"] = field.metadata["choices"]
         group.add_argument(f"--{flag(name)}", **kwargs)
@@ -223,6 +224,24 @@ def checked_fields(config: Any) -> Any:
         if "help" in field.metadata
     }
     return dataclasses.replace(config, **values)
+
+
+def positive_int(text: str) -> int:
+    """argparse's ``type`` for a flag that takes a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+class _Concatenated(argparse.Action):
+    """Joins the comma-separated groups of a ``nargs="+"`` flag into one tuple."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, tuple(v for group in values for v in group))
 
 
 def _comma_separated_ints(text: str) -> tuple[int, ...]:

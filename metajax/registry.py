@@ -177,8 +177,11 @@ class Registry:
             self._aliases.pop(alias, None)
 
 
-# One registry per kind of thing. The meta-learning family and the multi-task models move onto registries
-# next; the continual family's and the multi-task weightings' are complete.
+# One registry per kind of thing.
+META_LEARNERS = Registry("meta-learner", family="meta-learning", builtins="metajax.meta", option="algorithm")
+FEW_SHOT_DATASETS = Registry(
+    "few-shot dataset", family="meta-learning", builtins="metajax.data.few_shot_datasets", option="dataset"
+)
 CONTINUAL_STRATEGIES = Registry(
     "continual strategy", family="continual", builtins="metajax.continual", option="strategy"
 )
@@ -190,7 +193,14 @@ MULTITASK_WEIGHTINGS = Registry(
 )
 MODELS = Registry("model", family="shared", builtins="metajax.models.registered", option="model")
 
-REGISTRIES: tuple[Registry, ...] = (MULTITASK_WEIGHTINGS, CONTINUAL_STRATEGIES, CONTINUAL_BENCHMARKS, MODELS)
+REGISTRIES: tuple[Registry, ...] = (
+    META_LEARNERS,
+    FEW_SHOT_DATASETS,
+    MULTITASK_WEIGHTINGS,
+    CONTINUAL_STRATEGIES,
+    CONTINUAL_BENCHMARKS,
+    MODELS,
+)
 
 
 def load_plugins(modules: Sequence[str] = (), *, entry_point_group: str = PLUGIN_ENTRY_POINT_GROUP) -> list[str]:

@@ -42,7 +42,7 @@ def test_omniglot_tiny_run_scores_several_shots_and_rescores_a_finished_workdir(
     ]  # fmt: skip
     assert main([*args, "--also-eval-shots", "3"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["config"]["split"] == "random"
+    assert summary["config"]["dataset_options"]["split"] == "random"
     for mode in ("transductive", "non_transductive"):
         assert 0.0 <= summary[f"test_accuracy_{mode}"] <= 1.0
         assert summary["test_accuracy_by_shots"]["1"][mode] == summary[f"test_accuracy_{mode}"]
@@ -65,10 +65,10 @@ def test_omniglot_tiny_run_scores_several_shots_and_rescores_a_finished_workdir(
     "args,message",
     [
         (["--dataset", "omniglot", "--data-dir", "/no/such/folder"], "data folder /no/such/folder does not exist"),
-        (["--dataset", "omniglot", "--shots", "19", "--query-shots", "2"], "= 21, but Omniglot has only 20"),
-        (["--dataset", "omniglot", "--train-shots", "25"], "train-shots = 25, but Omniglot has only 20"),
+        (["--dataset", "omniglot", "--shots", "19", "--query-shots", "2"], "= 21, but omniglot has only 20"),
+        (["--dataset", "omniglot", "--train-shots", "25"], "train-shots = 25, but omniglot has only 20"),
         (["--dataset", "omniglot", "--also-eval-shots", "5", "20"], "also-eval-shots \\+ query-shots = 21, but"),
-        (["--split", "random"], "split applies to omniglot's classes; sinusoid tasks have none"),
+        (["--split", "random"], "--split does not apply to dataset sinusoid"),
         (["--ways", "5"], "sinusoid regression has no classes: ways must be 1"),
         (["--inner-lr", "-1"], "inner-lr must be > 0"),
     ],
@@ -86,11 +86,10 @@ def test_ways_beyond_the_evaluation_classes(omniglot_dir, tmp_path, capsys):
     assert "ways=700 is more than the 659 classes available" in capsys.readouterr().err
 
 
-def test_non_positive_sizes_are_rejected_by_the_parser(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["reptile", "--meta-batch", "0"])
-    assert exit_info.value.code == 2
-    assert "--meta-batch: must be a positive integer, got 0" in capsys.readouterr().err
+def test_non_positive_sizes_are_rejected_in_one_line(tmp_path, capsys):
+    assert main(["reptile", "--meta-batch", "0", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "meta-batch must be a positive integer, got 0" in err and err.count("\n") == 1
 
 
 def test_version_names_metajax_and_its_jax(capsys):

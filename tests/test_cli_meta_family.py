@@ -15,7 +15,9 @@ def test_sinusoid_run_writes_summary(algorithm, tmp_path, capsys):
     assert main([algorithm, *TINY, "--workdir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["algorithm"] == algorithm == summary["config"]["algorithm"]
-    assert summary["config"]["meta_batch"] == 25 and summary["config"]["inner_lr"] == 0.01  # MAML's preset.
+    assert (
+        summary["config"]["meta_batch"] == 25 and summary["config"]["algorithm_options"]["inner_lr"] == 0.01
+    )  # MAML's preset.
     assert summary["test_mse"] > 0 and summary["meta_tasks_per_second"] > 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [10, 20]
@@ -60,10 +62,10 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, capsys, args, message):
 
 
 def test_options_of_another_algorithm_are_refused():
-    with pytest.raises(ValueError, match="inner-batch does not apply to maml"):
-        MetaLearningConfig(algorithm="maml", inner_batch=5).resolved()
-    with pytest.raises(ValueError, match="meta-lr does not apply to reptile"):
-        MetaLearningConfig(algorithm="reptile", meta_lr=1e-3).resolved()
+    with pytest.raises(ValueError, match="inner-batch does not apply to algorithm maml"):
+        MetaLearningConfig(algorithm="maml", algorithm_options={"inner_batch": 5}).resolved()
+    with pytest.raises(ValueError, match="meta-lr does not apply to algorithm reptile"):
+        MetaLearningConfig(algorithm="reptile", algorithm_options={"meta_lr": 1e-3}).resolved()
     with pytest.raises(SystemExit):  # The parser of protonets has no inner loop options at all.
         main(["protonets", "--inner-steps", "3"])
 

@@ -3,6 +3,7 @@ plain references: each meta-gradient from a Python loop over tasks and inner
 steps differentiated by ``jax.grad``, jitted and not."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +11,19 @@ import optax
 import pytest
 
 from metajax.data import TaskBatch
-from metajax.meta import anil, fomaml, maml, mean_squared_error, meta_sgd, protonets, softmax_cross_entropy
+from metajax.meta import (
+    MetaSGDState,
+    anil,
+    fomaml,
+    maml,
+    mean_squared_error,
+    meta_sgd,
+    protonets,
+    softmax_cross_entropy,
+)
 from metajax.meta.protonets import prototype_logits, prototypes
 from metajax.models import MLP, Conv4
+from metajax.models.interfaces import declared_split
 
 WAYS, SHOTS, TASKS, STEPS, LR = 3, 2, 4, 3, 0.3
 # float32 through second derivatives of a small conv net: differences from the
@@ -144,8 +155,8 @@ class TestMetaGradients:
 
     def test_anil_adapts_the_head_only_and_differentiates_through_it(self, jit):
         model, params, tasks = _tiny_conv_problem()
-        learner = anil(model.apply, softmax_cross_entropy, inner_lr=LR, inner_steps=STEPS,
-                       outer_optimizer=optax.sgd(1.0))  # fmt: skip
+        learner = anil(model.apply, softmax_cross_entropy, head=model.head_parameters, inner_lr=LR,
+                       inner_steps=STEPS, outer_optimizer=optax.sgd(1.0))  # fmt: skip
         state = learner.init(params)
         adapt = jax.jit(learner.adapt) if jit else learner.adapt
         adapted = adapt(state, tasks.support_x[0], tasks.support_y[0], key=jax.random.key(0))
@@ -175,7 +186,7 @@ class TestMetaGradients:
                 jax.tree.structure(params), list(jax.random.split(jax.random.key(3), len(jax.tree.leaves(params))))
             ),
         )
-        state = state._replace(inner_lrs=rates, opt_state=optax.sgd(1.0).init((params, rates)))
+        state = state._replace(learner_state=MetaSGDState(rates), opt_state=optax.sgd(1.0).init((params, rates)))
         new_state, _ = _meta_gradient_of(learner, state, tasks, jit)
         expected_params, expected_rates = _reference_meta_gradient(
             lambda meta, task: _reference_task_loss(model, meta[0], meta[1], task, 2), (params, rates), tasks
@@ -184,7 +195,7 @@ class TestMetaGradients:
             jax.tree.map(jnp.subtract, params, new_state.params), expected_params, rtol=RTOL, atol=ATOL
         )
         chex.assert_trees_all_close(
-            jax.tree.map(jnp.subtract, rates, new_state.inner_lrs), expected_rates, rtol=RTOL, atol=ATOL
+            jax.tree.map(jnp.subtract, rates, new_state.learner_state.inner_lrs), expected_rates, rtol=RTOL, atol=ATOL
         )
 
     def test_protonets_meta_gradient_and_logits(self, jit):
@@ -226,7 +237,7 @@ def test_second_step_does_not_recompile(name):
     learner = {
         "maml": lambda: maml(model.apply, softmax_cross_entropy, **kwargs),
         "fomaml": lambda: fomaml(model.apply, softmax_cross_entropy, **kwargs),
-        "anil": lambda: anil(model.apply, softmax_cross_entropy, **kwargs),
+        "anil": lambda: anil(model.apply, softmax_cross_entropy, head=model.head_parameters, **kwargs),
         "meta_sgd": lambda: meta_sgd(model.apply, softmax_cross_entropy, **kwargs),
         "protonets": lambda: protonets(model.apply, ways=WAYS, outer_optimizer=optax.adam(1e-3)),
     }[name]()
@@ -291,12 +302,24 @@ class TestBadInput:
         with pytest.raises(ValueError, match="inner_lr must be > 0, got 0"):
             maml(lambda p, x: x, softmax_cross_entropy, inner_lr=0, inner_steps=1, outer_optimizer=optax.sgd(1.0))
 
-    def test_anil_without_a_head_module_names_it(self):
+    def test_anil_with_a_head_of_no_parameters_says_so(self):
         model, params, tasks = _tiny_conv_problem()
-        learner = anil(model.apply, softmax_cross_entropy, inner_lr=LR, inner_steps=1, head="classifier",
+        nothing = jax.tree.map(lambda _: False, params)
+        learner = anil(model.apply, softmax_cross_entropy, inner_lr=LR, inner_steps=1, head=nothing,
                        outer_optimizer=optax.sgd(1.0))  # fmt: skip
-        with pytest.raises(ValueError, match="no parameters inside a module named classifier"):
+        with pytest.raises(ValueError, match="adapt_mask selects no parameters"):
             learner.step(learner.init(params), tasks, key=jax.random.key(0))
+
+    def test_a_model_that_declares_no_head_is_named(self):
+        class Bare(nn.Module):  # No head_parameters: ANIL cannot know what to adapt.
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(WAYS)(x.reshape(x.shape[0], -1))
+
+        with pytest.raises(ValueError, match="anil needs the model to declare its output layer .* which Bare lacks"):
+            declared_split(Bare(), "head_parameters", needed_by="anil")
+        with pytest.raises(ValueError, match="Conv4 was built without a head"):
+            Conv4(num_classes=None, features=4, depth=2).head_parameters(_tiny_conv_problem(num_classes=None)[1])
 
     def test_protonets_refuse_float_labels(self):
         model, params, tasks = _tiny_conv_problem(num_classes=None)

@@ -5,11 +5,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from metajax.cli import main
 from metajax.options import option, resolve_options
-from metajax.registry import CONTINUAL_STRATEGIES, MODELS, Registry, UnknownName
+from metajax.registry import CONTINUAL_STRATEGIES, META_LEARNERS, MODELS, MULTITASK_WEIGHTINGS, Registry, UnknownName
 from metajax.train.continual_config import ContinualConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -92,13 +93,33 @@ class _NoOptions:
 def test_metajax_list_shows_every_entry_with_its_description(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
-    for name in ("der++", "replay", "ewc", "split-mnist", "permuted-mnist", "conv4", "mlp"):
+    names = ("der++", "replay", "ewc", "split-mnist", "permuted-mnist", "conv4", "mlp", "dwa", "mgda", "pcgrad",
+             "r2d2", "reptile", "maml", "protonets", "omniglot", "sinusoid")  # fmt: skip
+    for name in names:
         assert f"    {name} " in text
-    assert "Buzzega et al. 2020" in text
+    for citation in ("Buzzega et al. 2020", "Bertinetto et al. 2019", "Liu et al. 2019", "Sener & Koltun 2018"):
+        assert citation in text
     assert main(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     strategies = {row["name"]: row for row in listed["continual"]["continual strategy"]}
     assert set(strategies) >= set(CONTINUAL_STRATEGIES.names()) and strategies["der++"]["description"]
+    learners = {row["name"] for row in listed["meta-learning"]["meta-learner"]}
+    assert (
+        learners == set(META_LEARNERS.names()) >= {"reptile", "maml", "fomaml", "anil", "meta-sgd", "protonets", "r2d2"}
+    )
+
+
+def test_every_meta_learner_is_a_subcommand_with_only_its_own_options(capsys):
+    for entry in META_LEARNERS:
+        with pytest.raises(SystemExit):
+            main([entry.name, "--help"])
+        text = capsys.readouterr().out
+        own = {f.name for f in dataclasses.fields(entry.hyperparams or _NoOptions)}
+        for field in own:
+            assert f"--{field.replace('_', '-')}" in text
+        others = {f.name for other in META_LEARNERS for f in dataclasses.fields(other.hyperparams or _NoOptions)}
+        for field in others - own:
+            assert f"--{field.replace('_', '-')} " not in text, (entry.name, field)
 
 
 def test_a_conv_net_on_generated_vectors_is_refused_in_one_line(tmp_path, capsys):
@@ -122,9 +143,14 @@ def plugin_on_path(monkeypatch):
     """The example plugin's folder on the module path, as a user's PYTHONPATH would put it."""
     monkeypatch.syspath_prepend(str(EXAMPLES / "plugin"))
     yield
-    if "l2-anchor" in CONTINUAL_STRATEGIES:
-        CONTINUAL_STRATEGIES.unregister("l2-anchor")
-    sys.modules.pop("l2_anchor", None)
+    for registry, name, module in (
+        (CONTINUAL_STRATEGIES, "l2-anchor", "l2_anchor"),
+        (META_LEARNERS, "cosine-protonets", "cosine_prototypes"),
+        (MULTITASK_WEIGHTINGS, "geometric", "geometric_loss"),
+    ):
+        if name in registry:
+            registry.unregister(name)
+        sys.modules.pop(module, None)
 
 
 def test_a_plugin_strategy_runs_through_the_command(plugin_on_path, tmp_path, capsys):
@@ -136,6 +162,28 @@ def test_a_plugin_strategy_runs_through_the_command(plugin_on_path, tmp_path, ca
     assert summary["config"]["strategy_options"] == {"l2_strength": 0.5}
     assert main(["--plugin", "l2_anchor", "list"]) == 0
     assert "l2-anchor" in capsys.readouterr().out
+
+
+def test_a_plugin_meta_learner_runs_through_the_command(plugin_on_path, omniglot_dir, tmp_path):
+    assert "cosine-protonets" not in META_LEARNERS
+    args = [
+        "--plugin", "cosine_prototypes", "cosine-protonets", "--data-dir", str(omniglot_dir), "--temperature", "5",
+        "--ways", "3", "--meta-batch", "2", "--meta-iters", "4", "--log-every", "2", "--eval-tasks", "8",
+        "--eval-chunk", "4", "--no-progress", "--workdir", str(tmp_path),
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["dataset"] == "omniglot"  # Its default: it needs classes.
+    assert summary["config"]["algorithm_options"] == {"meta_lr": 1e-3, "temperature": 5.0}
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+def test_a_plugin_weighting_runs_through_the_command(plugin_on_path, tmp_path):
+    args = ["--plugin", "geometric_loss", "multitask", "--weighting", "geometric", "--epochs", "2"]
+    assert main([*args, "--no-progress", "--workdir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["weighting"] == "geometric"
+    assert all(np.isfinite(scores["mse"]) for scores in summary["tasks"].values())
 
 
 def test_a_plugin_that_cannot_be_imported_is_one_line(capsys):

@@ -101,7 +101,7 @@ class TestMetaStepMatchesPythonLoop:
         step = jax.jit(learner.step) if jit else learner.step
         state = learner.init(params)
         expected = params
-        is_adam = hasattr(state.inner_opt_state[0], "nu")
+        is_adam = hasattr(state.learner_state.inner_opt_state[0], "nu")
         slots = (0, jax.tree.map(jnp.zeros_like, params)) if is_adam else None
         for i in range(3):
             key = jax.random.key(10 + i)
@@ -112,7 +112,7 @@ class TestMetaStepMatchesPythonLoop:
             np.testing.assert_allclose(metrics["meta_step_size"], meta_step_size, rtol=1e-6)
             chex.assert_trees_all_close(state.params, expected, rtol=RTOL, atol=ATOL)
             if is_adam:  # The carried second moments and step count.
-                adam_state = state.inner_opt_state[0]
+                adam_state = state.learner_state.inner_opt_state[0]
                 assert int(adam_state.count) == slots[0] == STEPS * (i + 1)
                 chex.assert_trees_all_close(adam_state.nu, slots[1], rtol=RTOL, atol=1e-9)
         assert int(state.step) == 3
@@ -132,7 +132,7 @@ def test_reset_inner_optimizer_starts_every_task_fresh():
         expected, _ = _reference_meta_step(model, expected, fresh, tasks, key, _adam_beta1_zero_update(1e-2), 0.5)
         state, _ = step(state, tasks, key=key)
         chex.assert_trees_all_close(state.params, expected, rtol=RTOL, atol=ATOL)
-    assert int(state.inner_opt_state[0].count) == 0
+    assert int(state.learner_state.inner_opt_state[0].count) == 0
 
 
 def test_meta_step_moves_params_toward_adapted_weights():

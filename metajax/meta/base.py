@@ -18,20 +18,43 @@ class MetaState(NamedTuple):
     """The whole training state of a meta-learner: a pytree of arrays.
 
     Attributes:
-      params: the meta-learned initial weights.
+      params: the meta-learned weights of the network.
       opt_state: the outer optimizer's state.
-      inner_opt_state: the state the inner optimizer starts each task from
-        (e.g. Adam's second moments), for learners that carry it across tasks.
       step: meta-steps taken.
-      inner_lrs: the learned per-parameter inner learning rates (Meta-SGD), a
-        pytree like ``params``; ``None`` for learners whose inner rate is fixed.
+      learner_state: what one learner keeps beyond the weights, of that
+        learner's own type (as an optax transform owns its state): Reptile's
+        ``ReptileState`` (the carried inner optimizer state), Meta-SGD's
+        ``MetaSGDState`` (the learned inner rates), R2D2's ``R2D2State`` (its
+        head's learned scale, bias and ridge penalty); ``()`` for learners
+        with none (MAML, ProtoNets).
     """
 
     params: Params
     opt_state: optax.OptState
-    inner_opt_state: optax.OptState
     step: jax.Array
-    inner_lrs: Params | None = None
+    learner_state: Any = ()
+
+
+class MetaContext(NamedTuple):
+    """What a registered meta-learner's ``build(options, context)`` is given beyond its own options.
+
+    Attributes:
+      apply_fn: ``apply_fn(params, x[batch, ...]) -> [batch, ...]``: the network (its logits, or its
+        embeddings for learners registered with ``embeds=True``).
+      loss_fn: ``loss_fn(predictions, targets) -> scalar``, the dataset's.
+      model: the flax module, for the splits a learner needs it to declare
+        (``metajax.models.interfaces``: ANIL's ``head_parameters``).
+      ways: classes per task (1 for regression).
+      meta_iters: the run's length in meta-steps (for schedules).
+      transductive: at evaluation, predict each query set as one batch.
+    """
+
+    apply_fn: ApplyFn
+    loss_fn: LossFn
+    model: Any
+    ways: int
+    meta_iters: int
+    transductive: bool
 
 
 class MetaLearner(NamedTuple):

@@ -61,28 +61,17 @@ def mean_over_tasks(tree):
 
 
 def resolve_mask(mask, params: Params):
-    """A pytree of bools like ``params`` from ``mask``: ``None`` (all), a pytree, or ``mask(params)`` (as optax)."""
+    """A pytree of bools like ``params`` from ``mask``: ``None`` (all), a pytree, or ``mask(params)`` (as optax).
+
+    Raises:
+      ValueError: the mask selects no parameter (an inner loop that would move nothing).
+    """
     if mask is None:
         return jax.tree.map(lambda _: True, params)
-    return mask(params) if callable(mask) else mask
-
-
-def module_mask(*names: str) -> Callable[[Params], Params]:
-    """``mask(params)``: True for the leaves inside any flax module called one of ``names``.
-
-    ``module_mask("head")`` selects the linear head of ``Conv4`` and ``MLP``.
-    """
-
-    def mask(params: Params) -> Params:
-        def inside(path, _):
-            return any(getattr(entry, "key", None) in names for entry in path)
-
-        selected = jax.tree_util.tree_map_with_path(inside, params)
-        if not any(jax.tree.leaves(selected)):
-            raise ValueError(f"no parameters inside a module named {' or '.join(names)}")
-        return selected
-
-    return mask
+    selected = mask(params) if callable(mask) else mask
+    if not any(jax.tree.leaves(selected)):
+        raise ValueError("adapt_mask selects no parameters: the inner loop would move nothing")
+    return selected
 
 
 def make_gradient_descent_adapt(

@@ -18,14 +18,57 @@ ANIL (``anil.py``) and Meta-SGD (``meta_sgd.py``) are this learner with the
 inner loop restricted to the head, and with learned per-parameter inner rates.
 """
 
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from metajax.array_checks import check_key
 from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
-from metajax.meta.base import ApplyFn, LossFn, MetaLearner, MetaState, Params, predict_queries, task_scores
+from metajax.meta.base import ApplyFn, LossFn, MetaContext, MetaLearner, MetaState, Params, predict_queries, task_scores
 from metajax.meta.inner_loop import make_gradient_descent_adapt
+from metajax.options import option
+from metajax.registry import META_LEARNERS
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerLoopOptions:
+    """The options of every learner of the MAML family; defaults are MAML's Omniglot preset (section 5.2:
+    one inner step of size 0.4 in training, three at test time, Adam 1e-3 outside)."""
+
+    inner_steps: int = option(1, "inner gradient steps per task in meta-training", minimum=1)
+    eval_inner_steps: int = option(3, "inner steps when adapting at evaluation", minimum=1)
+    inner_lr: float = option(0.4, "the inner step size", above=0)
+    meta_lr: float = option(1e-3, "the outer Adam optimizer's learning rate", above=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLOptions(InnerLoopOptions):
+    first_order: bool = option(False, "drop the second-order terms")
+    second_order_steps: int | None = option(
+        None, "differentiate through only the last K inner steps (default: all)", minimum=0
+    )
+
+    def __post_init__(self):
+        if self.second_order_steps is not None and not 0 <= self.second_order_steps <= self.inner_steps:
+            raise ValueError(
+                f"second-order-steps must be between 0 and inner-steps = {self.inner_steps}, "
+                f"got {self.second_order_steps}"
+            )
+
+
+# MAML's sinusoid experiment (K = 10, one step of 0.01); the run's sizes are the dataset's defaults.
+MAML_FAMILY_PRESETS = {"sinusoid": {"inner_lr": 0.01, "eval_inner_steps": 10}}
+
+
+class MetaSGDState(NamedTuple):
+    """Meta-SGD's own state: the learned per-parameter inner rates, a pytree like the params."""
+
+    inner_lrs: Params
 
 
 def maml(
@@ -103,8 +146,9 @@ def gradient_meta_learner(
     Beyond ``maml``'s arguments: ``adapt_mask`` (``None``, a pytree of bools
     like the params, or ``mask(params)``) selects the parameters the inner loop
     moves; ``learn_inner_lr`` makes the inner step sizes per-parameter
-    meta-parameters, initialised to ``inner_lr`` and trained by the outer
-    optimizer with the weights.
+    meta-parameters, initialised to ``inner_lr``, kept in the state's
+    ``learner_state`` (a ``MetaSGDState``) and trained by the outer optimizer
+    with the weights.
     """
     if not inner_lr > 0:
         raise ValueError(f"inner_lr must be > 0, got {inner_lr}")
@@ -119,15 +163,14 @@ def gradient_meta_learner(
     )
 
     def meta_parameters(state: MetaState):
-        return (state.params, state.inner_lrs) if learn_inner_lr else state.params
+        return (state.params, state.learner_state.inner_lrs) if learn_inner_lr else state.params
 
     def inner_rates(state: MetaState):
-        return state.inner_lrs if learn_inner_lr else inner_lr
+        return state.learner_state.inner_lrs if learn_inner_lr else inner_lr
 
     def init(params: Params) -> MetaState:
-        inner_lrs = jax.tree.map(lambda p: jnp.full_like(p, inner_lr), params) if learn_inner_lr else None
-        state = MetaState(params=params, opt_state=(), inner_opt_state=(), step=jnp.zeros((), jnp.int32))
-        state = state._replace(inner_lrs=inner_lrs)
+        own = MetaSGDState(jax.tree.map(lambda p: jnp.full_like(p, inner_lr), params)) if learn_inner_lr else ()
+        state = MetaState(params=params, opt_state=(), step=jnp.zeros((), jnp.int32), learner_state=own)
         return state._replace(opt_state=outer_optimizer.init(meta_parameters(state)))
 
     def task_meta_loss(meta_params, support_x, support_y, query_x, query_y):
@@ -151,8 +194,8 @@ def gradient_meta_learner(
         (_, metrics), meta_gradient = jax.value_and_grad(meta_loss, has_aux=True)(current, tasks)
         updates, opt_state = outer_optimizer.update(meta_gradient, state.opt_state, current)
         updated = optax.apply_updates(current, updates)
-        params, inner_lrs = updated if learn_inner_lr else (updated, None)
-        new_state = state._replace(params=params, opt_state=opt_state, step=state.step + 1, inner_lrs=inner_lrs)
+        params, own = (updated[0], MetaSGDState(updated[1])) if learn_inner_lr else (updated, ())
+        new_state = MetaState(params=params, opt_state=opt_state, step=state.step + 1, learner_state=own)
         return new_state, metrics
 
     def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
@@ -172,3 +215,37 @@ def gradient_meta_learner(
         return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0, 0))(state, *tasks, task_keys)
 
     return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)
+
+
+def build_maml(options: MAMLOptions, context: MetaContext) -> MetaLearner:
+    return maml(
+        context.apply_fn,
+        context.loss_fn,
+        inner_lr=options.inner_lr,
+        inner_steps=options.inner_steps,
+        outer_optimizer=optax.adam(options.meta_lr),
+        first_order=options.first_order,
+        second_order_steps=options.second_order_steps,
+        eval_inner_steps=options.eval_inner_steps,
+        transductive=context.transductive,
+    )
+
+
+def build_fomaml(options: InnerLoopOptions, context: MetaContext) -> MetaLearner:
+    return build_maml(MAMLOptions(**dataclasses.asdict(options), first_order=True), context)
+
+
+META_LEARNERS.register(
+    "maml",
+    build_maml,
+    hyperparams=MAMLOptions,
+    description="MAML (Finn et al. 2017): differentiate the query loss through the inner steps.",
+    presets=MAML_FAMILY_PRESETS,
+)
+META_LEARNERS.register(
+    "fomaml",
+    build_fomaml,
+    hyperparams=InnerLoopOptions,
+    description="First-order MAML: MAML without the second-order terms.",
+    presets=MAML_FAMILY_PRESETS,
+)

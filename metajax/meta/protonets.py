@@ -7,6 +7,10 @@ negative squared Euclidean distances to the prototypes. The embedding is
 trained by the outer optimizer on the query cross-entropy of each episode.
 """
 
+from __future__ import annotations
+
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -15,6 +19,7 @@ from metajax.array_checks import check_array, check_key
 from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
 from metajax.meta.base import (
     ApplyFn,
+    MetaContext,
     MetaLearner,
     MetaState,
     Params,
@@ -22,6 +27,15 @@ from metajax.meta.base import (
     softmax_cross_entropy,
     task_scores,
 )
+from metajax.options import option
+from metajax.registry import META_LEARNERS
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterOptimizerOptions:
+    """The options of a learner with no inner loop: the outer Adam's rate (the papers': 1e-3)."""
+
+    meta_lr: float = option(1e-3, "the outer Adam optimizer's learning rate", above=0)
 
 
 def prototypes(embeddings: jax.Array, labels: jax.Array, ways: int) -> jax.Array:
@@ -80,9 +94,7 @@ def protonets(
         return jnp.mean(losses), {"query_loss": jnp.mean(losses), "query_accuracy": jnp.mean(accuracies)}
 
     def init(params: Params) -> MetaState:
-        return MetaState(
-            params=params, opt_state=outer_optimizer.init(params), inner_opt_state=(), step=jnp.zeros((), jnp.int32)
-        )
+        return MetaState(params=params, opt_state=outer_optimizer.init(params), step=jnp.zeros((), jnp.int32))
 
     def check_labels(tasks: TaskBatch) -> None:
         check_task_batch(tasks)
@@ -115,3 +127,19 @@ def protonets(
         return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0))(state.params, *tasks)
 
     return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)
+
+
+@META_LEARNERS.register(
+    "protonets",
+    hyperparams=OuterOptimizerOptions,
+    description="Prototypical Networks (Snell et al. 2017): classify by distance to class means; no inner loop.",
+    embeds=True,
+    needs_classes=True,
+)
+def build_protonets(options: OuterOptimizerOptions, context: MetaContext) -> MetaLearner:
+    return protonets(
+        context.apply_fn,
+        ways=context.ways,
+        outer_optimizer=optax.adam(options.meta_lr),
+        transductive=context.transductive,
+    )

@@ -23,14 +23,62 @@ size ``lr`` on every weight, and Omniglot 5-way 1-shot accuracy fell by ten
 points (benchmarks/RESULTS.md).
 """
 
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from metajax.array_checks import check_key
 from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
-from metajax.meta.base import ApplyFn, LossFn, MetaLearner, MetaState, Params, predict_queries, task_scores
+from metajax.meta.base import ApplyFn, LossFn, MetaContext, MetaLearner, MetaState, Params, predict_queries, task_scores
 from metajax.meta.inner_loop import make_adapt, mean_over_tasks
+from metajax.options import option
+from metajax.registry import META_LEARNERS
+
+INNER_OPTIMIZERS = ("adam", "sgd")
+
+
+class ReptileState(NamedTuple):
+    """Reptile's own state: the inner optimizer state every task starts from (Adam's moments)."""
+
+    inner_opt_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class ReptileOptions:
+    """Reptile's options; defaults are the paper's Omniglot preset (arXiv 1803.02999, appendix, and its
+    ``run_omniglot.py``): Adam with beta1 = 0 and rate 1e-3, 5 inner steps of 10 examples, meta step size
+    1.0 annealed to 0, 50 evaluation steps of 5 examples."""
+
+    inner_steps: int = option(5, "inner optimizer steps per task in meta-training", minimum=1)
+    inner_batch: int = option(10, "mini-batch size of the inner steps", minimum=1)
+    eval_inner_steps: int = option(50, "inner steps when adapting at evaluation", minimum=1)
+    eval_inner_batch: int = option(5, "their mini-batch size at evaluation", minimum=1)
+    inner_optimizer: str = option(
+        "adam", "the inner optimizer (Adam with beta1 = 0, as the paper)", choices=INNER_OPTIMIZERS
+    )
+    inner_lr: float = option(1e-3, "the inner optimizer's learning rate", above=0)
+    meta_step_size: float = option(1.0, "outer step size at the start")
+    meta_step_size_final: float = option(0.0, "outer step size at the end (linear annealing)")
+    reset_inner_optimizer: bool = option(
+        False, "start every task from a fresh inner optimizer state (the paper carries Adam's state across tasks)"
+    )
+
+
+REPTILE_PRESETS = {
+    # Training tasks of 10 examples per class whatever --shots the evaluation uses (the paper's commands'
+    # --train-shots 10; with 1-shot training tasks an inner batch of 10 would cycle through 5 examples).
+    "omniglot": dict(train_shots=10, query_shots=1, meta_batch=5, meta_iters=100_000),
+    # The paper's sinusoid demo (inner SGD 0.02, meta step size 0.1), sized to finish in well under a minute.
+    "sinusoid": dict(
+        shots=10, query_shots=50, meta_batch=5, meta_iters=30_000, log_every=1000, eval_inner_steps=32,
+        eval_inner_batch=10, inner_optimizer="sgd", inner_lr=0.02, meta_step_size=0.1,
+    ),
+}  # fmt: skip
 
 
 def reptile(
@@ -92,12 +140,12 @@ def reptile(
         return MetaState(
             params=params,
             opt_state=outer_optimizer.init(params),
-            inner_opt_state=inner_optimizer.init(params),
             step=jnp.zeros((), jnp.int32),
+            learner_state=ReptileState(inner_optimizer.init(params)),
         )
 
     def starting_inner_state(state: MetaState) -> optax.OptState:
-        return inner_optimizer.init(state.params) if reset_inner_optimizer else state.inner_opt_state
+        return inner_optimizer.init(state.params) if reset_inner_optimizer else state.learner_state.inner_opt_state
 
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
         check_task_batch(tasks, need_queries=False)  # Trains on support sets alone.
@@ -109,11 +157,12 @@ def reptile(
         )
         meta_gradient = jax.tree.map(jnp.subtract, state.params, mean_over_tasks(adapted))
         updates, opt_state = outer_optimizer.update(meta_gradient, state.opt_state, state.params)
+        carried = state.learner_state if reset_inner_optimizer else ReptileState(mean_over_tasks(inner_states))
         new_state = MetaState(
             params=optax.apply_updates(state.params, updates),
             opt_state=opt_state,
-            inner_opt_state=state.inner_opt_state if reset_inner_optimizer else mean_over_tasks(inner_states),
             step=state.step + 1,
+            learner_state=carried,
         )
         metrics = {
             "inner_loss_first": jnp.mean(losses[:, 0]),
@@ -140,3 +189,33 @@ def reptile(
         return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0, 0))(state, *tasks, task_keys)
 
     return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)
+
+
+@META_LEARNERS.register(
+    "reptile",
+    hyperparams=ReptileOptions,
+    description="Reptile (Nichol et al. 2018): train a copy of the weights on each task, move toward it.",
+    presets=REPTILE_PRESETS,
+    trains_on_queries=False,
+    training_loss="inner_loss_last",
+    schedules=("meta_step_size",),
+)
+def build_reptile(options: ReptileOptions, context: MetaContext) -> MetaLearner:
+    inner_optimizer = {
+        "adam": optax.adam(options.inner_lr, b1=0.0),  # The paper's beta1 = 0.
+        "sgd": optax.sgd(options.inner_lr),
+    }[options.inner_optimizer]
+    return reptile(
+        context.apply_fn,
+        context.loss_fn,
+        inner_optimizer=inner_optimizer,
+        inner_steps=options.inner_steps,
+        inner_batch=options.inner_batch,
+        meta_step_size=options.meta_step_size,
+        meta_step_size_final=options.meta_step_size_final,
+        meta_iters=context.meta_iters,
+        eval_inner_steps=options.eval_inner_steps,
+        eval_inner_batch=options.eval_inner_batch,
+        transductive=context.transductive,
+        reset_inner_optimizer=options.reset_inner_optimizer,
+    )

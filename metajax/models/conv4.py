@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from metajax.models.interfaces import HeadParameters
+
 ConvImpl = Literal["slices", "patches", "lax"]
 
 
@@ -103,7 +105,7 @@ def _patches_by_slicing(x: jax.Array, kernel_size: int, stride: int) -> jax.Arra
     return jnp.concatenate(slices, axis=-1)
 
 
-class Conv4(nn.Module):
+class Conv4(HeadParameters, nn.Module):
     """Reptile's Omniglot classifier: ``[batch, 28, 28, 1] -> [batch, num_classes]`` logits.
 
     With ``num_classes=None`` there is no linear head and the output is the
@@ -125,5 +127,5 @@ class Conv4(nn.Module):
         features = x.reshape(x.shape[0], -1)
         if self.num_classes is None:  # An embedding network (Prototypical Networks).
             return features
-        # Named so that learners adapting only the head (ANIL) can find it.
+        # Declared by HeadParameters, for learners that adapt only the head (ANIL).
         return nn.Dense(self.num_classes, name="head")(features)

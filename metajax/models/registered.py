@@ -1,8 +1,10 @@
 """The models the command can build, in ``metajax.registry.MODELS``.
 
 An entry's ``build(options, *, num_outputs, example_shape)`` returns a flax
-module mapping ``[batch, *example_shape]`` to ``[batch, num_outputs]`` logits;
+module mapping ``[batch, *example_shape]`` to ``[batch, num_outputs]`` logits,
+or, with ``num_outputs=None``, to ``[batch, features]`` embeddings (no head);
 its trait ``example_rank`` (when set) is the rank of the examples it reads.
+The modules declare their head (``metajax.models.interfaces``).
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ class MLPOptions:
     hyperparams=MLPOptions,
     description="A multilayer perceptron on flattened examples (2 x 400 ReLU, as van de Ven & Tolias).",
 )
-def build_mlp(options: MLPOptions, *, num_outputs: int, example_shape: tuple[int, ...]) -> nn.Module:
+def build_mlp(options: MLPOptions, *, num_outputs: int | None, example_shape: tuple[int, ...]) -> nn.Module:
     return MLP(tuple(options.hidden), num_outputs, flatten_input=len(example_shape) != 1)
 
 
 @dataclasses.dataclass(frozen=True)
 class Conv4Options:
     conv_features: int = option(64, "filters of each of Conv4's four convolutions", minimum=1)
+    conv_impl: str = option(
+        "slices", "how the convolutions are computed (benchmarks/reptile_throughput.py compares them)",
+        choices=("slices", "patches", "lax"),
+    )  # fmt: skip
 
 
 @MODELS.register(
@@ -48,6 +54,6 @@ class Conv4Options:
     description="Four 3x3 stride-2 convolutions with batch norm (Reptile's Omniglot network), then a linear head.",
     example_rank=3,
 )
-def build_conv4(options: Conv4Options, *, num_outputs: int, example_shape: tuple[int, ...]) -> nn.Module:
+def build_conv4(options: Conv4Options, *, num_outputs: int | None, example_shape: tuple[int, ...]) -> nn.Module:
     check_example_shape("conv4", example_shape, 3, "images [height, width, channels]")
-    return Conv4(num_classes=num_outputs, features=options.conv_features)
+    return Conv4(num_classes=num_outputs, features=options.conv_features, conv_impl=options.conv_impl)

@@ -12,6 +12,9 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 
+from metajax.models.interfaces import SharedParameters as SharedParameters  # noqa: F401
+from metajax.models.interfaces import parameters_under as parameters_under  # noqa: F401
+
 
 class MultiTaskOutput(NamedTuple):
     """What every multi-task model returns.
@@ -73,25 +76,6 @@ def stacked(module: type[nn.Module], count: int, *, shared_input: bool) -> type[
 def softmax_gates(count: int, experts: int, *, shared_input: bool, name: str) -> nn.Module:
     """``count`` linear gates over ``experts`` experts, as one stacked ``Dense`` (softmax applied by the caller)."""
     return stacked(nn.Dense, count, shared_input=shared_input)(experts, name=name)
-
-
-def parameters_under(params, prefix: str):
-    """Bools like ``params``: True for the leaves inside a module whose name starts with ``prefix``.
-
-    For a model's own declaration of its parameter groups (its modules are its to name); algorithms
-    read the declaration, never the names.
-    """
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: any(str(getattr(entry, "key", "")).startswith(prefix) for entry in path), params
-    )
-
-
-class SharedParameters:
-    """The multi-task models' declared split: ``shared_parameters(params)``, True for the parameters every
-    task uses (experts, shared bottoms), False for each task's own (gates, towers, task experts)."""
-
-    def shared_parameters(self, params):
-        return parameters_under(params, "shared_")
 
 
 def check_features(x: jax.Array, model: str) -> None:

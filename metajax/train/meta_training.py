@@ -10,12 +10,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from metajax.data import few_shot_sampler, load_omniglot, sinusoid_sampler
-from metajax.data.omniglot import EXAMPLES_PER_CLASS
-from metajax.meta import anil, maml, mean_squared_error, meta_sgd, protonets, reptile, softmax_cross_entropy
-from metajax.models import MLP, Conv4
+from metajax.meta import MetaContext
+from metajax.registry import FEW_SHOT_DATASETS, META_LEARNERS, MODELS
 from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.config import MetaLearningConfig
 from metajax.train.errors import TrainingDiverged
@@ -25,108 +22,56 @@ from metajax.train.metrics_log import MetricsLog
 from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
 from metajax.train.sharding import device_mesh, is_primary_process, place_replicated, shard_leading_axis, to_host
 
-SINUSOID_HIDDEN = (40, 40)  # MAML's and Reptile's sinusoid regressor.
+
+def load_data(config: MetaLearningConfig):
+    """The dataset ``config.dataset`` names, loaded (``config`` resolved): a ``FewShotData``."""
+    entry = FEW_SHOT_DATASETS.get(config.dataset)
+    return entry.build(entry.options(config.dataset_options), data_dir=config.data_dir)
 
 
-def _check_against_data(config: MetaLearningConfig) -> None:
-    """Fails before any heavy work when the data cannot supply the tasks asked for."""
-    if config.dataset != "omniglot":
-        return
-    checks = [("shots + query-shots", config.shots + config.query_shots), ("train-shots", config.train_shots or 0)]
-    checks += [("also-eval-shots + query-shots", shots + config.query_shots) for shots in config.also_eval_shots]
-    for name, needed in checks:
-        if needed > EXAMPLES_PER_CLASS:
-            raise ValueError(f"{name} = {needed}, but Omniglot has only {EXAMPLES_PER_CLASS} examples per class")
-
-
-def _make_learner(config: MetaLearningConfig, apply_fn, loss_fn, transductive: bool):
-    """The configured algorithm as a ``MetaLearner``."""
-    if config.algorithm == "reptile":
-        inner_optimizer = {
-            "adam": optax.adam(config.inner_lr, b1=0.0),  # The paper's beta1 = 0.
-            "sgd": optax.sgd(config.inner_lr),
-        }[config.inner_optimizer]
-        return reptile(
-            apply_fn,
-            loss_fn,
-            inner_optimizer=inner_optimizer,
-            inner_steps=config.inner_steps,
-            inner_batch=config.inner_batch,
-            meta_step_size=config.meta_step_size,
-            meta_step_size_final=config.meta_step_size_final,
-            meta_iters=config.meta_iters,
-            eval_inner_steps=config.eval_inner_steps,
-            eval_inner_batch=config.eval_inner_batch,
-            transductive=transductive,
-            reset_inner_optimizer=config.reset_inner_optimizer,
-        )
-    outer_optimizer = optax.adam(config.meta_lr)
-    if config.algorithm == "protonets":
-        return protonets(apply_fn, ways=config.ways, outer_optimizer=outer_optimizer, transductive=transductive)
-    factory = {"maml": maml, "fomaml": maml, "anil": anil, "meta-sgd": meta_sgd}[config.algorithm]
-    return factory(
-        apply_fn,
-        loss_fn,
-        inner_lr=config.inner_lr,
-        inner_steps=config.inner_steps,
-        outer_optimizer=outer_optimizer,
-        first_order=config.first_order or config.algorithm == "fomaml",
-        second_order_steps=config.second_order_steps,
-        eval_inner_steps=config.eval_inner_steps,
-        transductive=transductive,
-    )
-
-
-def build(config: MetaLearningConfig):
+def build(config: MetaLearningConfig, data):
     """The model, an example input, the learner, and samplers ``sampler(bank) -> sample`` per split.
 
     The test sampler takes the support shots as an optional second argument
     (default: the config's), for scoring one trained run at several shot counts.
 
     The learner comes as ``learner(transductive) -> MetaLearner`` so that one run
-    can be scored in both evaluation modes. Reptile meta-trains on support sets
-    alone; the other learners need a query set in every training task.
+    can be scored in both evaluation modes. Learners registered with
+    ``trains_on_queries=False`` (Reptile) meta-train on support sets alone.
     """
-    train_shots = config.train_shots if config.algorithm == "reptile" else config.shots
-    train_query_shots = 0 if config.algorithm == "reptile" else config.query_shots
-    if config.dataset == "omniglot":
-        # ProtoNets embeds: the same network without its linear head.
-        model = Conv4(num_classes=None if config.algorithm == "protonets" else config.ways, conv_impl=config.conv_impl)
-        loss_fn = softmax_cross_entropy
-        example = jnp.zeros((1, 28, 28, 1))
-        train_sampler = partial(few_shot_sampler, ways=config.ways, shots=train_shots, query_shots=train_query_shots)
-        test_sampler = lambda bank, shots=config.shots: few_shot_sampler(  # noqa: E731
-            bank, ways=config.ways, shots=shots, query_shots=config.query_shots
-        )
-    else:
-        model = MLP(SINUSOID_HIDDEN, 1)
-        loss_fn = mean_squared_error
-        example = jnp.zeros((1, 1))
-        train_sampler = lambda bank: sinusoid_sampler(train_shots, train_query_shots)  # noqa: E731
-        test_sampler = lambda bank, shots=config.shots: sinusoid_sampler(shots, config.query_shots)  # noqa: E731
+    learner_entry = META_LEARNERS.get(config.algorithm)
+    model_entry = MODELS.get(config.model)
+    model = model_entry.build(
+        model_entry.options(config.model_options),
+        num_outputs=None if learner_entry.trait("embeds") else config.ways,
+        example_shape=data.example_shape,
+    )
+    example = jnp.zeros((1, *data.example_shape))
+    train_query_shots = config.query_shots if learner_entry.trait("trains_on_queries", True) else 0
+    train_sampler = partial(data.sampler, ways=config.ways, shots=config.train_shots, query_shots=train_query_shots)
+
+    def test_sampler(bank, shots=config.shots):
+        return data.sampler(bank, ways=config.ways, shots=shots, query_shots=config.query_shots)
+
+    options = learner_entry.options(config.algorithm_options)
 
     def learner(transductive: bool):
-        return _make_learner(config, model.apply, loss_fn, transductive)
+        context = MetaContext(
+            apply_fn=model.apply,
+            loss_fn=data.loss_fn,
+            model=model,
+            ways=config.ways,
+            meta_iters=config.meta_iters,
+            transductive=transductive,
+        )
+        return learner_entry.build(options, context)
 
     return model, example, learner, train_sampler, test_sampler
-
-
-def _headline_loss(record: dict[str, float]) -> str:
-    """The training loss to show: the meta-loss where there is one, else Reptile's adapted inner loss."""
-    return "query_loss" if "query_loss" in record else "inner_loss_last"
 
 
 def _mode_name(transductive: bool) -> str:
     """The key under which an evaluation mode's scores are reported."""
     return "transductive" if transductive else "non_transductive"
-
-
-def load_banks(config: MetaLearningConfig) -> tuple[jax.Array, jax.Array]:
-    if config.dataset == "omniglot":
-        banks = load_omniglot(config.data_dir, split=config.split)
-        return jnp.asarray(banks.train), jnp.asarray(banks.test)
-    # Sinusoid tasks are generated from the key alone; the bank is a placeholder.
-    return jnp.zeros(()), jnp.zeros(())
 
 
 def train_and_evaluate(
@@ -141,7 +86,7 @@ def train_and_evaluate(
     """Meta-trains the configured learner, evaluates it on ``eval_tasks`` test tasks, writes results.
 
     Writes ``workdir/metrics.jsonl`` (one line per logging interval),
-    ``workdir/summary.json`` and, for sinusoid, ``workdir/sinusoid_fits.png``.
+    ``workdir/summary.json`` and, for datasets that draw one (sinusoid), ``workdir/DATASET_fits.png``.
     Saves the training state in ``workdir/checkpoints`` at the first logging
     interval past every ``checkpoint_every`` meta-steps and at the end; run
     again with the same workdir and config, it resumes from the latest one
@@ -154,17 +99,18 @@ def train_and_evaluate(
       The summary dictionary written to ``summary.json``.
     """
     config = config.resolved()
-    _check_against_data(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
-    model, example, make_learner, train_sampler, test_sampler = build(config)
+    learner_entry = META_LEARNERS.get(config.algorithm)
+    classification = FEW_SHOT_DATASETS.get(config.dataset).trait("classes")
+    data = load_data(config)
+    model, example, make_learner, train_sampler, test_sampler = build(config, data)
     learner = make_learner(config.transductive)
-    train_bank, test_bank = load_banks(config)
-    if config.dataset == "omniglot":  # Validates ways against the classes present.
-        train_sampler(train_bank)
-        for shots in (config.shots, *config.also_eval_shots):
-            test_sampler(test_bank, shots)
+    train_bank, test_bank = data.train, data.test
+    train_sampler(train_bank)  # Validates the ways and shots against the classes present.
+    for shots in (config.shots, *config.also_eval_shots):
+        test_sampler(test_bank, shots)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     mesh = device_mesh(devices)
@@ -191,6 +137,7 @@ def train_and_evaluate(
         steps = state.step + jnp.arange(num_steps)
         return jax.lax.scan(one_step, state, jax.vmap(jax.random.fold_in, (None, 0))(train_key, steps))
 
+    training_loss = learner_entry.trait("training_loss", "query_loss")  # The step metric shown as the loss.
     # What the summary needs beyond the state, carried across a resumption.
     progress = {"train_seconds": 0.0, "steady_seconds": 0.0, "steady_steps": 0, "last_record": None}
     restored = checkpoints.restore(state)
@@ -231,12 +178,10 @@ def train_and_evaluate(
                         f"{checkpoints.kept_message()}"
                     )
             # Means over the chunk, except schedules, reported where the chunk ends.
+            schedules = learner_entry.trait("schedules", ())
             record = {"step": int(state.step)}
             record.update(
-                {
-                    name: float(values[-1] if name == "meta_step_size" else values.mean())
-                    for name, values in metrics.items()
-                }
+                {name: float(values[-1] if name in schedules else values.mean()) for name, values in metrics.items()}
             )
             record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
             log.write(record)
@@ -246,7 +191,7 @@ def train_and_evaluate(
                 )
                 report(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
             bar.update(num_steps)
-            bar.set_postfix(loss=f"{record[_headline_loss(record)]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
+            bar.set_postfix(loss=f"{record[training_loss]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
             progress["train_seconds"] = time.perf_counter() - started
             progress["last_record"] = record
             step = int(state.step)
@@ -268,10 +213,10 @@ def train_and_evaluate(
     if steady_steps == 0:  # A single chunk: report it, compilation included.
         steady_seconds, steady_steps = train_seconds, config.meta_iters
 
-    # Omniglot runs are scored in both batch-norm modes (the paper reports both);
+    # Classification runs are scored in both batch-norm modes (the papers report both);
     # the configured one is the headline. Regression has no batch norm. Every
     # shot count is scored on the same trained weights.
-    modes = [config.transductive, not config.transductive] if config.dataset == "omniglot" else [config.transductive]
+    modes = [config.transductive, not config.transductive] if classification else [config.transductive]
     scores: dict[int, dict[str, dict[str, np.ndarray]]] = {}
     for shots in dict.fromkeys((config.shots, *config.also_eval_shots)):
         scores[shots] = {}
@@ -308,8 +253,8 @@ def train_and_evaluate(
                 where = f"{shots}-shot{', ' + mode.replace('_', '-') if len(shot_scores) > 1 else ''}"
                 raise TrainingDiverged(
                     f"evaluation ({where}): the query loss is not finite on {diverged} of "
-                    f"{config.eval_tasks} test tasks, so adaptation diverged; try fewer --eval-inner-steps or a "
-                    "smaller --inner-lr"
+                    f"{config.eval_tasks} test tasks, so adaptation diverged (an inner step size, or a count of "
+                    "evaluation inner steps, too large?)"
                 )
 
     summary: dict[str, Any] = {
@@ -318,9 +263,9 @@ def train_and_evaluate(
         "meta_iters_done": int(state.step),
         "meta_tasks_per_second": steady_steps * config.meta_batch / steady_seconds,
         "train_seconds": train_seconds,
-        "final_training_loss": record[_headline_loss(record)],
+        "final_training_loss": record[training_loss],
     }
-    if config.dataset == "omniglot":
+    if classification:
         summary["test_accuracy"], summary["test_accuracy_ci95"] = mean_and_ci95(headline["accuracy"])
         for mode, mode_scores in scores[config.shots].items():
             summary[f"test_accuracy_{mode}"], summary[f"test_accuracy_{mode}_ci95"] = mean_and_ci95(
@@ -339,46 +284,13 @@ def train_and_evaluate(
             for shots, shot_scores in scores.items():
                 mse, ci95 = mean_and_ci95(shot_scores[_mode_name(config.transductive)]["loss"])
                 summary["test_mse_by_shots"][str(shots)] = {"mse": mse, "mse_ci95": ci95}
-        summary["plot"] = str(workdir / "sinusoid_fits.png")
-        if primary:  # Host copies of the weights: the plot's computations stay on this process.
-            _plot_sinusoid_fits(model, learner, to_host(state), config, Path(summary["plot"]))
+        if data.plot is not None:
+            summary["plot"] = str(workdir / f"{config.dataset}_fits.png")
+            if primary:  # Host copies of the weights: the plot's computations stay on this process.
+                title = f"{config.algorithm} on {config.dataset} after {config.meta_iters} meta-iterations"
+                data.plot(
+                    model.apply, learner, to_host(state), shots=config.shots, seed=config.seed,
+                    path=Path(summary["plot"]), title=title,
+                )  # fmt: skip
     write_summary(workdir, summary)
     return summary
-
-
-def _plot_sinusoid_fits(model, learner, state, config: MetaLearningConfig, path: Path) -> Path:
-    """Draws a few test tasks: the truth, the support points, before and after adaptation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from metajax.data.sinusoid import INPUT_RANGE, sample_sinusoid_parameters, sinusoid_task
-
-    # Jitted: op by op, the adaptation compiled each of its small operations (seconds for a plot).
-    sample = jax.jit(sample_sinusoid_parameters, static_argnums=(1, 2, 3))
-    tasks, amplitudes, phases = sample(jax.random.key(config.seed + 1), 4, config.shots, 0)
-    grid = jnp.linspace(*INPUT_RANGE, 200)[:, None]
-
-    @jax.jit
-    def curves(state, support_x, support_y, key, amplitude, phase):
-        adapted = learner.adapt(state, support_x, support_y, key=key)
-        return sinusoid_task(amplitude, phase, grid), model.apply(state.params, grid), model.apply(adapted, grid)
-
-    figure, axes = plt.subplots(1, 4, figsize=(16, 3.5), sharey=True)
-    for index, axis in enumerate(axes):
-        task, initial, adapted = curves(
-            state, tasks.support_x[index], tasks.support_y[index], jax.random.key(index), amplitudes[index],
-            phases[index],
-        )  # fmt: skip
-        axis.plot(grid, task, "k-", label="task")
-        axis.plot(grid, initial, "b:", label="meta-learned init")
-        axis.plot(grid, adapted, "r--", label=f"after {config.eval_inner_steps} steps")
-        axis.plot(tasks.support_x[index], tasks.support_y[index], "ko", label=f"{config.shots} support points")
-        axis.set_xlabel("x")
-    axes[0].legend(loc="lower left", fontsize=8)
-    figure.suptitle(f"{config.algorithm} on sinusoid regression after {config.meta_iters} meta-iterations")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path

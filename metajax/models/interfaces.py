@@ -1,0 +1,66 @@
+"""The splits a model declares for the algorithms that need one.
+
+Some algorithms treat a network's parameters in groups: ANIL adapts only the
+head in its inner loop, gradient weightings of multi-task learning balance the
+gradients of the shared parameters. A model declares such a split with a
+method returning a pytree of bools like its parameters; algorithms call the
+method and never look at module names (the names are the model's own). A
+model that lacks the method gets a one-line error from ``declared_split``.
+
+* ``head_parameters(params)``: True for the output layer an algorithm may
+  adapt or replace (``HeadParameters``: ``MLP``, ``Conv4``).
+* ``shared_parameters(params)``: True for the parameters every task uses
+  (``SharedParameters``: the multi-task models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+SPLITS = {
+    "head_parameters": "its output layer (the head)",
+    "shared_parameters": "the parameters every task shares",
+}
+
+
+def parameters_under(params, prefix: str, *, exact: bool = False):
+    """Bools like ``params``: True for the leaves inside a module whose name starts with (or, ``exact``,
+    is) ``prefix``; for a model's declaration of its own groups."""
+
+    def inside(path, _):
+        names = [str(getattr(entry, "key", "")) for entry in path]
+        return any(name == prefix if exact else name.startswith(prefix) for name in names)
+
+    return jax.tree_util.tree_map_with_path(inside, params)
+
+
+class HeadParameters:
+    """Declares the module called ``head`` as the model's head (``MLP`` and ``Conv4`` name theirs so)."""
+
+    def head_parameters(self, params):
+        mask = parameters_under(params, "head", exact=True)
+        if not any(jax.tree.leaves(mask)):
+            raise ValueError(f"{type(self).__name__} was built without a head (num_outputs=None): it has no head")
+        return mask
+
+
+class SharedParameters:
+    """The multi-task models' declared split: ``shared_parameters(params)``, True for the parameters every
+    task uses (experts, shared bottoms), False for each task's own (gates, towers, task experts)."""
+
+    def shared_parameters(self, params):
+        return parameters_under(params, "shared_")
+
+
+def declared_split(model: Any, split: str, *, needed_by: str) -> Callable[[Any], Any]:
+    """``model``'s declared ``split`` method, or a one-line error naming what is missing and who needs it."""
+    method = getattr(model, split, None)
+    if not callable(method):
+        raise ValueError(
+            f"{needed_by} needs the model to declare {SPLITS[split]} with a {split}(params) method, which "
+            f"{type(model).__name__} lacks (see metajax.models.interfaces)"
+        )
+    return method
