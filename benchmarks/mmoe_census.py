@@ -88,7 +88,7 @@ def main() -> None:
         "data": "census-income.test.gz only, split 80/10/10 with seed 0 "
         f"({dataset.train.x.shape[0]}/{dataset.validation.x.shape[0]}/{dataset.test.x.shape[0]} rows, "
         f"{dataset.train.x.shape[1]} features)",
-        "settings": vars(args),
+        "settings": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
         "paper": PAPER,
         "results": results,
     }
