@@ -13,7 +13,7 @@ from __future__ import annotations
 import optax
 
 from metajax.meta.base import ApplyFn, LossFn, MetaContext, MetaLearner
-from metajax.meta.maml import MAML_FAMILY_PRESETS, MAMLOptions, gradient_meta_learner
+from metajax.meta.maml import MAML_FAMILY_PRESETS, MAMLOptions, build_from_options, gradient_meta_learner
 from metajax.models.interfaces import declared_split
 from metajax.registry import META_LEARNERS
 
@@ -59,15 +59,5 @@ def anil(
     presets=MAML_FAMILY_PRESETS,
 )
 def build_anil(options: MAMLOptions, context: MetaContext) -> MetaLearner:
-    return anil(
-        context.apply_fn,
-        context.loss_fn,
-        head=declared_split(context.model, "head_parameters", needed_by="anil"),
-        inner_lr=options.inner_lr,
-        inner_steps=options.inner_steps,
-        outer_optimizer=optax.adam(options.meta_lr),
-        first_order=options.first_order,
-        second_order_steps=options.second_order_steps,
-        eval_inner_steps=options.eval_inner_steps,
-        transductive=context.transductive,
-    )
+    head = declared_split(context.model, "head_parameters", needed_by="anil")
+    return build_from_options(anil, options, context, head=head)

@@ -217,10 +217,12 @@ def gradient_meta_learner(
     return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)
 
 
-def build_maml(options: MAMLOptions, context: MetaContext) -> MetaLearner:
-    return maml(
+def build_from_options(factory, options: MAMLOptions, context: MetaContext, **extra) -> MetaLearner:
+    """``factory`` (``maml``, ``anil``, ``meta_sgd``) built from a registered entry's options and context."""
+    return factory(
         context.apply_fn,
         context.loss_fn,
+        **extra,
         inner_lr=options.inner_lr,
         inner_steps=options.inner_steps,
         outer_optimizer=optax.adam(options.meta_lr),
@@ -229,6 +231,10 @@ def build_maml(options: MAMLOptions, context: MetaContext) -> MetaLearner:
         eval_inner_steps=options.eval_inner_steps,
         transductive=context.transductive,
     )
+
+
+def build_maml(options: MAMLOptions, context: MetaContext) -> MetaLearner:
+    return build_from_options(maml, options, context)
 
 
 def build_fomaml(options: InnerLoopOptions, context: MetaContext) -> MetaLearner:

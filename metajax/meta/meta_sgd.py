@@ -16,7 +16,7 @@ import dataclasses
 import optax
 
 from metajax.meta.base import ApplyFn, LossFn, MetaContext, MetaLearner
-from metajax.meta.maml import MAMLOptions, MetaSGDState, gradient_meta_learner
+from metajax.meta.maml import MAMLOptions, MetaSGDState, build_from_options, gradient_meta_learner
 from metajax.options import option
 from metajax.registry import META_LEARNERS
 
@@ -72,14 +72,4 @@ def meta_sgd(
     presets={"sinusoid": {"inner_lr": 0.01}},
 )
 def build_meta_sgd(options: MetaSGDOptions, context: MetaContext) -> MetaLearner:
-    return meta_sgd(
-        context.apply_fn,
-        context.loss_fn,
-        inner_lr=options.inner_lr,
-        inner_steps=options.inner_steps,
-        outer_optimizer=optax.adam(options.meta_lr),
-        first_order=options.first_order,
-        second_order_steps=options.second_order_steps,
-        eval_inner_steps=options.eval_inner_steps,
-        transductive=context.transductive,
-    )
+    return build_from_options(meta_sgd, options, context)

@@ -57,6 +57,19 @@ def prototype_logits(query_embeddings: jax.Array, class_prototypes: jax.Array) -
     return -jnp.sum(jnp.square(differences), axis=-1)
 
 
+def check_class_labels(tasks: TaskBatch) -> None:
+    """A task batch whose support labels are ``[tasks, support_size]`` integer classes."""
+    check_task_batch(tasks)
+    check_array("tasks.support_y", tasks.support_y, (None, None), "[tasks, support_size] class labels", dtype="integer")
+
+
+def unadapted(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
+    """``adapt`` of a learner without an inner loop: the weights unchanged."""
+    check_support_set(support_x, support_y)  # Unused, but a wrong call is still an error.
+    check_key("key", key)
+    return state.params
+
+
 def protonets(
     embed_fn: ApplyFn, *, ways: int, outer_optimizer: optax.GradientTransformation, transductive: bool = False
 ) -> MetaLearner:
@@ -96,15 +109,9 @@ def protonets(
     def init(params: Params) -> MetaState:
         return MetaState(params=params, opt_state=outer_optimizer.init(params), step=jnp.zeros((), jnp.int32))
 
-    def check_labels(tasks: TaskBatch) -> None:
-        check_task_batch(tasks)
-        check_array(
-            "tasks.support_y", tasks.support_y, (None, None), "[tasks, support_size] class labels", dtype="integer"
-        )
-
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
         """One meta-update; ``key`` is unused (nothing random) but kept for a common interface."""
-        check_labels(tasks)
+        check_class_labels(tasks)
         check_key("key", key)
         (_, metrics), grads = jax.value_and_grad(meta_loss, has_aux=True)(state.params, tasks)
         updates, opt_state = outer_optimizer.update(grads, state.opt_state, state.params)
@@ -112,21 +119,16 @@ def protonets(
             params=optax.apply_updates(state.params, updates), opt_state=opt_state, step=state.step + 1
         ), metrics
 
-    def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
-        check_support_set(support_x, support_y)  # Unused, but a wrong call is still an error.
-        check_key("key", key)
-        return state.params
-
     def evaluate_one(params, support_x, support_y, query_x, query_y):
         task_logits = logits(params, support_x, support_y, query_x, transductive=transductive)
         return task_scores(softmax_cross_entropy, task_logits, query_y)
 
     def evaluate(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
-        check_labels(tasks)
+        check_class_labels(tasks)
         check_key("key", key)
         return jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0))(state.params, *tasks)
 
-    return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)
+    return MetaLearner(init=init, step=step, adapt=unadapted, evaluate=evaluate)
 
 
 @META_LEARNERS.register(

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from metajax.array_checks import check_array, check_key
-from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
+from metajax.data.tasks import TaskBatch
 from metajax.meta.base import (
     ApplyFn,
     MetaContext,
@@ -44,6 +44,7 @@ from metajax.meta.base import (
     softmax_cross_entropy,
     task_scores,
 )
+from metajax.meta.protonets import check_class_labels, unadapted
 from metajax.options import option
 from metajax.registry import META_LEARNERS
 
@@ -173,15 +174,9 @@ def r2d2(
             learner_state=head,
         )  # fmt: skip
 
-    def check_labels(tasks: TaskBatch) -> None:
-        check_task_batch(tasks)
-        check_array(
-            "tasks.support_y", tasks.support_y, (None, None), "[tasks, support_size] class labels", dtype="integer"
-        )
-
     def step(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> tuple[MetaState, dict[str, jax.Array]]:
         """One meta-update; ``key`` is unused (nothing random) but kept for a common interface."""
-        check_labels(tasks)
+        check_class_labels(tasks)
         check_key("key", key)
         current = (state.params, state.learner_state)
         (_, metrics), grads = jax.value_and_grad(meta_loss, has_aux=True)(current, tasks)
@@ -192,21 +187,16 @@ def r2d2(
         metrics = {**metrics, "scale": head.scale, "penalty": head.penalty}
         return MetaState(params=params, opt_state=opt_state, step=state.step + 1, learner_state=head), metrics
 
-    def adapt(state: MetaState, support_x: jax.Array, support_y: jax.Array, *, key: jax.Array) -> Params:
-        check_support_set(support_x, support_y)  # Unused, but a wrong call is still an error.
-        check_key("key", key)
-        return state.params
-
     def evaluate_one(params, head, support_x, support_y, query_x, query_y):
         task_logits = logits(params, head, support_x, support_y, query_x, transductive=transductive)
         return task_scores(softmax_cross_entropy, task_logits, query_y)
 
     def evaluate(state: MetaState, tasks: TaskBatch, *, key: jax.Array) -> dict[str, jax.Array]:
-        check_labels(tasks)
+        check_class_labels(tasks)
         check_key("key", key)
         return jax.vmap(evaluate_one, in_axes=(None, None, 0, 0, 0, 0))(state.params, state.learner_state, *tasks)
 
-    return MetaLearner(init=init, step=step, adapt=adapt, evaluate=evaluate)
+    return MetaLearner(init=init, step=step, adapt=unadapted, evaluate=evaluate)
 
 
 @META_LEARNERS.register(
