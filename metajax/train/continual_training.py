@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,9 @@ from metajax.continual import (
 )
 from metajax.data.continual_streams import Stream
 from metajax.registry import CONTINUAL_BENCHMARKS, CONTINUAL_STRATEGIES, MODELS
-from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.continual_config import ContinualConfig
-from metajax.train.errors import TrainingDiverged
-from metajax.train.interruption import StopSignals
-from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
+from metajax.train.engine import Loop, Unit, dry_run_summary, start_run, train_loop, write_summary
+from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
 
 
@@ -130,9 +126,7 @@ def train_and_evaluate(
     ``dry_run`` validates the arguments and the data, then returns without
     training.
     """
-    config = config.resolved()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    config, workdir = start_run(config, workdir, checkpoint_every)
     stream = build_stream(config)
     model = build_model(config, stream)
     strategy = build_strategy(config, model.apply, stream)
@@ -174,65 +168,44 @@ def train_and_evaluate(
     accuracy = jax.jit(vmap_runs(learner.accuracy, (0, None, None, None, None)))
     initial_accuracy = to_host(accuracy(state, *test))  # [seeds, experiences], for FWT
 
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     if dry_run:  # Everything above validated the arguments and the data.
-        return {"dry_run": True, **run_metadata(config)}
-    checkpoints = RunCheckpoints(workdir, config)
+        return dry_run_summary(config)
+
+    def train(state, progress, index):
+        experience = experiences[index]
+        state, metrics = train_experience(state, experience, train_keys, np.uint32(index))
+        losses = to_host(metrics["loss"])
+        if not np.all(np.isfinite(losses)):
+            return Unit(state, 1, diverged=f"training loss became {losses} in experience {index}")
+        row = to_host(accuracy(state, *test))  # [seeds, experiences]
+        progress.update(experiences=index + 1, rows=[*progress["rows"], row.tolist()])
+        record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
+        return Unit(state, 1, record=record, postfix={"seen_accuracy": f"{row[:, : index + 1].mean():.3f}"})
+
+    loop = Loop(
+        total=len(experiences),
+        done=lambda state, progress: progress["experiences"],
+        position=lambda done: f"after experience {done} of {len(experiences)}",
+        log_field="experience",
+        log_position=lambda done: done - 1,  # Records are numbered by experience, from 0.
+        description=f"{config.strategy} on {config.benchmark}",
+        bar_unit="exp",
+    )
     # Experiences done, accuracy rows so far and time trained, carried across a resumption.
     progress = {"experiences": 0, "rows": [], "train_seconds": 0.0}
-    restored = checkpoints.restore(state)
-    if restored is not None:
-        state, progress = restored
-        report(
-            f"resuming from the checkpoint after experience {progress['experiences']} of {len(experiences)} "
-            f"in {workdir}"
-        )
-        state = place_leading_axis(state, mesh)
-    log = MetricsLog(
-        workdir, step_field="experience", resume_after=None if restored is None else progress["experiences"] - 1
+    state, progress = train_loop(
+        workdir,
+        config,
+        state,
+        progress,
+        loop,
+        train,
+        checkpoint_every=checkpoint_every,
+        show_progress=show_progress,
+        place=lambda state: place_leading_axis(state, mesh),
     )
-    rows = [np.asarray(row, dtype=np.float32) for row in progress["rows"]]  # As computed: float32.
-    started = time.perf_counter() - progress["train_seconds"]
-    bar = progress_bar(
-        experiences,
-        show=show_progress,
-        desc=f"{config.strategy} on {config.benchmark}",
-        unit="exp",
-        initial=progress["experiences"],
-    )
-    with StopSignals() as stop:  # SIGTERM, Ctrl-C: save, then stop.
-        for index, experience in enumerate(bar):
-            if index < progress["experiences"]:
-                continue
-            state, metrics = train_experience(state, experience, train_keys, np.uint32(index))
-            losses = to_host(metrics["loss"])
-            if not np.all(np.isfinite(losses)):
-                log.close()
-                checkpoints.close()
-                raise TrainingDiverged(
-                    f"training loss became {losses} in experience {index}; {checkpoints.kept_message()}"
-                )
-            row = to_host(accuracy(state, *test))  # [seeds, experiences]
-            rows.append(row)
-            record = {"experience": index, "loss": losses.tolist(), "accuracy": row.tolist()}
-            log.write(record)
-            bar.set_postfix(seen_accuracy=f"{row[:, : index + 1].mean():.3f}")
-            progress.update(
-                experiences=index + 1, rows=[r.tolist() for r in rows], train_seconds=time.perf_counter() - started
-            )
-            stopping = stop.should_stop(index)
-            if (index + 1) % checkpoint_every == 0 or index + 1 == len(experiences) or stopping:
-                checkpoints.save(index + 1, state, progress)
-            if stopping:
-                bar.close()
-                log.close()
-                checkpoints.close()
-                raise stop.interrupted(f"after experience {index + 1} of {len(experiences)}", checkpoints.directory)
-    bar.close()
-    log.close()
-    checkpoints.close()
     train_seconds = progress["train_seconds"]
+    rows = [np.asarray(row, dtype=np.float32) for row in progress["rows"]]  # As computed: float32.
 
     matrices = np.stack(rows, axis=1)  # [seeds, rows, experiences]
     final = matrices[:, -1].mean(axis=1)

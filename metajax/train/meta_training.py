@@ -13,13 +13,11 @@ import numpy as np
 
 from metajax.meta import MetaContext
 from metajax.registry import FEW_SHOT_DATASETS, META_LEARNERS, MODELS
-from metajax.train.checkpoints import RunCheckpoints
 from metajax.train.config import MetaLearningConfig
+from metajax.train.engine import Loop, SteadyClock, Unit, dry_run_summary, start_run, train_loop, write_summary
 from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
-from metajax.train.interruption import StopSignals
-from metajax.train.metrics_log import MetricsLog
-from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
+from metajax.train.run_info import progress_bar, report, run_metadata
 from metajax.train.sharding import device_mesh, is_primary_process, place_replicated, shard_leading_axis, to_host
 
 
@@ -98,10 +96,7 @@ def train_and_evaluate(
     Returns:
       The summary dictionary written to ``summary.json``.
     """
-    config = config.resolved()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-
+    config, workdir = start_run(config, workdir, checkpoint_every)
     learner_entry = META_LEARNERS.get(config.algorithm)
     classification = FEW_SHOT_DATASETS.get(config.dataset).trait("classes")
     data = load_data(config)
@@ -111,13 +106,10 @@ def train_and_evaluate(
     train_sampler(train_bank)  # Validates the ways and shots against the classes present.
     for shots in (config.shots, *config.also_eval_shots):
         test_sampler(test_bank, shots)
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     mesh = device_mesh(devices)
     primary = is_primary_process()  # The one process of several hosts that writes files.
     if dry_run:  # Everything above validated the arguments and the data.
-        return {"dry_run": True, **run_metadata(config)}
-    checkpoints = RunCheckpoints(workdir, config)
+        return dry_run_summary(config)
 
     key = jax.random.key(config.seed)
     init_key, train_key, eval_key = jax.random.split(key, 3)
@@ -138,80 +130,62 @@ def train_and_evaluate(
         return jax.lax.scan(one_step, state, jax.vmap(jax.random.fold_in, (None, 0))(train_key, steps))
 
     training_loss = learner_entry.trait("training_loss", "query_loss")  # The step metric shown as the loss.
-    # What the summary needs beyond the state, carried across a resumption.
-    progress = {"train_seconds": 0.0, "steady_seconds": 0.0, "steady_steps": 0, "last_record": None}
-    restored = checkpoints.restore(state)
-    if restored is not None:
-        state, progress = restored
-        report(f"resuming from the checkpoint at step {int(state.step)} of {config.meta_iters} in {workdir}")
-    state = place_replicated(state, mesh)  # Where train_chunk returns it: one compilation, not two.
-    log = MetricsLog(workdir, step_field="step", resume_after=None if restored is None else int(state.step))
-    first_chunk, started = True, time.perf_counter() - progress["train_seconds"]
-    bar = progress_bar(
-        show=show_progress,
-        total=config.meta_iters,
-        initial=int(state.step),
-        desc="meta-training",
-        unit="it",
-    )
+    schedules = learner_entry.trait("schedules", ())  # Reported where a chunk ends, not as its mean.
     # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
     print_every = config.log_every * max(1, round(config.meta_iters / config.log_every / 20))
-    last_saved, chunks = int(state.step), 0  # chunks: the points where a stop signal can save, counted.
-    with StopSignals() as stop:  # SIGTERM, Ctrl-C: save, then stop.
-        while int(state.step) < config.meta_iters:
-            num_steps = min(config.log_every, config.meta_iters - int(state.step))
-            chunk_start = time.perf_counter()
-            state, metrics = train_chunk(state, train_bank, num_steps)
-            metrics = to_host(metrics)
-            elapsed = time.perf_counter() - chunk_start
-            if not first_chunk:  # The first chunk of a process includes compilation.
-                progress["steady_seconds"] += elapsed
-                progress["steady_steps"] += num_steps
-            first_chunk = False
-            for name, values in metrics.items():
-                if not np.all(np.isfinite(values)):
-                    bad_step = int(state.step) - num_steps + int(np.argmin(np.isfinite(values)))
-                    log.close()
-                    checkpoints.close()
-                    raise TrainingDiverged(
-                        f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}; "
-                        f"{checkpoints.kept_message()}"
-                    )
-            # Means over the chunk, except schedules, reported where the chunk ends.
-            schedules = learner_entry.trait("schedules", ())
-            record = {"step": int(state.step)}
-            record.update(
-                {name: float(values[-1] if name in schedules else values.mean()) for name, values in metrics.items()}
-            )
-            record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
-            log.write(record)
-            if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
-                shown = "  ".join(
-                    f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
+    clock = SteadyClock("steady_seconds", "steady_steps")
+
+    def train(state, progress, done):
+        num_steps = min(config.log_every, config.meta_iters - done)
+        chunk_start = time.perf_counter()
+        state, metrics = train_chunk(state, train_bank, num_steps)
+        metrics = to_host(metrics)
+        elapsed = time.perf_counter() - chunk_start
+        clock.tick(progress, elapsed, num_steps)
+        for name, values in metrics.items():
+            if not np.all(np.isfinite(values)):
+                bad_step = done + int(np.argmin(np.isfinite(values)))
+                return Unit(
+                    state,
+                    num_steps,
+                    diverged=f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}",
                 )
-                report(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
-            bar.update(num_steps)
-            bar.set_postfix(loss=f"{record[training_loss]:.4f}", tasks_s=f"{record['tasks_per_second']:.0f}")
-            progress["train_seconds"] = time.perf_counter() - started
-            progress["last_record"] = record
-            step = int(state.step)
-            stopping = stop.should_stop(chunks)
-            chunks += 1
-            if step // checkpoint_every > last_saved // checkpoint_every or step == config.meta_iters or stopping:
-                checkpoints.save(step, state, progress)
-                last_saved = step
-            if stopping:
-                bar.close()
-                log.close()
-                checkpoints.close()
-                raise stop.interrupted(f"at step {step} of {config.meta_iters}", checkpoints.directory)
-    bar.close()
-    log.close()
-    checkpoints.close()
+        record = {"step": done + num_steps}  # Means over the chunk, except schedules.
+        record.update(
+            {name: float(values[-1] if name in schedules else values.mean()) for name, values in metrics.items()}
+        )
+        record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
+        if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
+            shown = "  ".join(
+                f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
+            )
+            report(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
+        progress["last_record"] = record
+        postfix = {"loss": f"{record[training_loss]:.4f}", "tasks_s": f"{record['tasks_per_second']:.0f}"}
+        return Unit(state, num_steps, record=record, postfix=postfix)
+
+    loop = Loop(
+        total=config.meta_iters,
+        done=lambda state, progress: int(state.step),
+        position=lambda step: f"at step {step} of {config.meta_iters}",
+        log_field="step",
+        description="meta-training",
+        bar_unit="it",
+    )
+    # What the summary needs beyond the state, carried across a resumption.
+    progress = {"train_seconds": 0.0, "steady_seconds": 0.0, "steady_steps": 0, "last_record": None}
+    state, progress = train_loop(
+        workdir,
+        config,
+        state,
+        progress,
+        loop,
+        train,
+        checkpoint_every=checkpoint_every,
+        show_progress=show_progress,
+        place=lambda state: place_replicated(state, mesh),  # Where train_chunk returns it: one compilation.
+    )
     record, train_seconds = progress["last_record"], progress["train_seconds"]
-    steady_seconds, steady_steps = progress["steady_seconds"], progress["steady_steps"]
-    if steady_steps == 0:  # A single chunk: report it, compilation included.
-        steady_seconds, steady_steps = train_seconds, config.meta_iters
 
     # Classification runs are scored in both batch-norm modes (the papers report both);
     # the configured one is the headline. Regression has no batch norm. Every
@@ -261,7 +235,7 @@ def train_and_evaluate(
         "algorithm": config.algorithm,
         **run_metadata(config),
         "meta_iters_done": int(state.step),
-        "meta_tasks_per_second": steady_steps * config.meta_batch / steady_seconds,
+        "meta_tasks_per_second": clock.rate(progress, config.meta_iters) * config.meta_batch,
         "train_seconds": train_seconds,
         "final_training_loss": record[training_loss],
     }

@@ -20,12 +20,9 @@ from metajax.models import CGC, PLE, MMoE, OMoE, SharedBottom
 from metajax.multitask import WeightingContext, multitask_trainer
 from metajax.multitask.evaluation import headline, score_split
 from metajax.registry import MULTITASK_WEIGHTINGS
-from metajax.train.checkpoints import RunCheckpoints
-from metajax.train.errors import TrainingDiverged
-from metajax.train.interruption import StopSignals
-from metajax.train.metrics_log import MetricsLog
+from metajax.train.engine import Loop, SteadyClock, Unit, dry_run_summary, start_run, train_loop, write_summary
 from metajax.train.multitask_config import MultiTaskConfig
-from metajax.train.run_info import progress_bar, report, run_metadata, write_summary
+from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, place_replicated, shard_leading_axis, to_host
 
 
@@ -96,23 +93,21 @@ def train_and_evaluate(
     Returns:
       The summary dictionary written to ``summary.json``.
     """
-    config = config.resolved()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    config, workdir = start_run(config, workdir, checkpoint_every)
     dataset = dataset or load_dataset(config)
     if dataset.train.x.shape[0] < config.batch_size:
         raise ValueError(
             f"batch-size {config.batch_size} is larger than the {dataset.train.x.shape[0]} training examples"
         )
     (task_kind,) = set(dataset.task_kinds)
-    train = jax.tree.map(jnp.asarray, dataset.train)
+    train_data = jax.tree.map(jnp.asarray, dataset.train)
 
     model = build_model(config)
     mesh = device_mesh(devices)
     trainer = build_trainer(config, model, task_kind, place_batch=lambda batch: shard_leading_axis(batch, mesh))
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
     # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
-    state = jax.jit(lambda key, x: trainer.init(model.init(key, x)))(init_key, train.x[:1])
+    state = jax.jit(lambda key, x: trainer.init(model.init(key, x)))(init_key, train_data.x[:1])
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_epoch(state, data, epoch):  # The epoch's key derived inside the program, not op by op before it.
@@ -123,86 +118,63 @@ def train_and_evaluate(
     def score(params, split):
         return score_split(predict, params, split, dataset.task_names, dataset.task_kinds)
 
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")
     if dry_run:  # Everything above validated the arguments and the data.
-        return {"dry_run": True, **run_metadata(config)}
-    checkpoints = RunCheckpoints(workdir, config)
-    steps_per_epoch = train.x.shape[0] // config.batch_size
+        return dry_run_summary(config)
+    steps_per_epoch = train_data.x.shape[0] // config.batch_size
+    clock = SteadyClock("steady_seconds", "steady_epochs")
+
+    def train(carry, progress, done):
+        state, best_params = carry["state"], carry["best_params"]
+        epoch = done + 1
+        epoch_start = time.perf_counter()
+        state, metrics = train_epoch(state, train_data, np.uint32(epoch))
+        metrics = to_host(metrics)
+        elapsed = time.perf_counter() - epoch_start
+        clock.tick(progress, elapsed, 1)
+        if not np.all(np.isfinite(metrics["task_losses"])):
+            return Unit(carry, 1, diverged=f"training loss became {metrics['task_losses']} in epoch {epoch}")
+        validation = score(state.params, dataset.validation)
+        value = headline(validation, dataset.task_kinds)
+        if value > (-np.inf if progress["best_value"] is None else progress["best_value"]):
+            progress.update(best_value=float(value), best_epoch=epoch, best_validation=validation)
+            best_params = jax.tree.map(jnp.copy, state.params)
+        record = {
+            "epoch": epoch,
+            "step": int(state.step),
+            "train_task_losses": dict(zip(dataset.task_names, map(float, metrics["task_losses"]), strict=True)),
+            "task_weights": dict(zip(dataset.task_names, map(float, metrics["task_weights"]), strict=True)),
+            "validation": validation["tasks"],
+            "examples_per_second": steps_per_epoch * config.batch_size / elapsed,
+        }
+        progress["epoch"] = epoch
+        postfix = {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
+        return Unit({"state": state, "best_params": best_params}, 1, record=record, postfix=postfix)
+
+    loop = Loop(
+        total=config.epochs,
+        done=lambda carry, progress: progress["epoch"],
+        position=lambda epoch: f"after epoch {epoch} of {config.epochs}",
+        log_field="epoch",
+        description=f"training {config.model}",
+        bar_unit="epoch",
+    )
     # Everything beyond the state that the summary needs, carried across a resumption.
     progress = {"epoch": 0, "best_value": None, "best_epoch": 0, "best_validation": None, "steady_seconds": 0.0,
                 "steady_epochs": 0, "train_seconds": 0.0}  # fmt: skip
-    best_params = state.params
-    restored = checkpoints.restore({"state": state, "best_params": best_params})
-    if restored is not None:
-        saved, progress = restored
-        state, best_params = saved["state"], saved["best_params"]
-        report(f"resuming from the checkpoint after epoch {progress['epoch']} of {config.epochs} in {workdir}")
-    state = place_replicated(state, mesh)  # Where train_epoch returns it: one compilation, not two.
-    log = MetricsLog(workdir, step_field="epoch", resume_after=None if restored is None else progress["epoch"])
-    best_value = -np.inf if progress["best_value"] is None else progress["best_value"]
-    started = time.perf_counter() - progress["train_seconds"]
-    bar = progress_bar(
-        range(progress["epoch"] + 1, config.epochs + 1),
-        show=show_progress,
-        initial=progress["epoch"],
-        total=config.epochs,
-        desc=f"training {config.model}",
-        unit="epoch",
+    carry, progress = train_loop(
+        workdir,
+        config,
+        {"state": state, "best_params": state.params},
+        progress,
+        loop,
+        train,
+        checkpoint_every=checkpoint_every,
+        show_progress=show_progress,
+        # The state where train_epoch returns it: one compilation, not two.
+        place=lambda carry: {**carry, "state": place_replicated(carry["state"], mesh)},
     )
-    first_epoch = True
-    with StopSignals() as stop:  # SIGTERM, Ctrl-C: save, then stop.
-        for epoch in bar:
-            epoch_start = time.perf_counter()
-            state, metrics = train_epoch(state, train, np.uint32(epoch))
-            metrics = to_host(metrics)
-            elapsed = time.perf_counter() - epoch_start
-            if not first_epoch:  # The first epoch of a process includes compilation.
-                progress["steady_seconds"] += elapsed
-                progress["steady_epochs"] += 1
-            first_epoch = False
-            if not np.all(np.isfinite(metrics["task_losses"])):
-                log.close()
-                checkpoints.close()
-                raise TrainingDiverged(
-                    f"training loss became {metrics['task_losses']} in epoch {epoch}; {checkpoints.kept_message()}"
-                )
-            validation = score(state.params, dataset.validation)
-            value = headline(validation, dataset.task_kinds)
-            if value > best_value:
-                best_value = value
-                progress.update(best_value=float(value), best_epoch=epoch, best_validation=validation)
-                best_params = jax.tree.map(jnp.copy, state.params)
-            record = {
-                "epoch": epoch,
-                "step": int(state.step),
-                "train_task_losses": dict(zip(dataset.task_names, map(float, metrics["task_losses"]), strict=True)),
-                "task_weights": dict(zip(dataset.task_names, map(float, metrics["task_weights"]), strict=True)),
-                "validation": validation["tasks"],
-                "examples_per_second": steps_per_epoch * config.batch_size / elapsed,
-            }
-            log.write(record)
-            bar.set_postfix(
-                {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
-            )
-            progress.update(epoch=epoch, train_seconds=time.perf_counter() - started)
-            stopping = stop.should_stop(epoch)
-            if epoch % checkpoint_every == 0 or epoch == config.epochs or stopping:
-                checkpoints.save(epoch, {"state": state, "best_params": best_params}, progress)
-            if stopping:
-                bar.close()
-                log.close()
-                checkpoints.close()
-                raise stop.interrupted(f"after epoch {epoch} of {config.epochs}", checkpoints.directory)
-    bar.close()
-    log.close()
-    checkpoints.close()
+    state, best_params = carry["state"], carry["best_params"]
     best_epoch, best_validation = progress["best_epoch"], progress["best_validation"]
-    train_seconds, steady_seconds, steady_epochs = (
-        progress["train_seconds"], progress["steady_seconds"], progress["steady_epochs"]
-    )  # fmt: skip
-    if steady_epochs == 0:  # One epoch per process: report it, compilation included.
-        steady_seconds, steady_epochs = train_seconds, config.epochs
 
     test = score(best_params, dataset.test)
     final_test = score(state.params, dataset.test)
@@ -220,8 +192,8 @@ def train_and_evaluate(
         "tasks": test["tasks"],
         "validation_tasks": best_validation["tasks"],
         "final_epoch_tasks": final_test["tasks"],
-        "examples_per_second": steady_epochs * steps_per_epoch * config.batch_size / steady_seconds,
-        "train_seconds": train_seconds,
+        "examples_per_second": clock.rate(progress, config.epochs) * steps_per_epoch * config.batch_size,
+        "train_seconds": progress["train_seconds"],
     }
     if "mean_gate_weights" in test:
         summary["mean_gate_weights"] = test["mean_gate_weights"]

@@ -95,6 +95,8 @@ def _leading_axis_divides(array, mesh: Mesh) -> bool:
 
 def _place(array, sharding: NamedSharding):
     """``array``, which every process holds whole and equal, laid out as ``sharding`` says."""
+    if isinstance(array, jax.Array) and array.sharding == sharding:  # Already there (it may span hosts).
+        return array
     if sharding.is_fully_addressable:
         return jax.device_put(array, sharding)
     # device_put cannot reach other hosts' devices: each process fills its own.
