@@ -1,7 +1,8 @@
 #!/bin/bash
 # The same multi-task commands with an earlier checkout ($1) and this one: are the summaries' numbers equal?
 # (git worktree add /tmp/old COMMIT; bash benchmarks/multitask_equivalence.sh /tmp/old)
-# Each line: "old arguments | new arguments" (PCGrad moved from --pcgrad to --weighting pcgrad).
+# Each line: "old arguments | new arguments" (they differ where a flag moved: --pcgrad became --weighting pcgrad
+# at 0b2ca7b; the lines below compare 4316715 with the registries of multi-task models and datasets).
 set -e
 OLD=${1:?usage: multitask_equivalence.sh OLD_CHECKOUT}
 NEW=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,9 +12,11 @@ cases=(
  "mmoe|mmoe"
  "mmoe --weighting uncertainty|mmoe --weighting uncertainty"
  "mmoe --weighting gradnorm|mmoe --weighting gradnorm"
- "mmoe --pcgrad|mmoe --weighting pcgrad"
+ "mmoe --weighting pcgrad|mmoe --weighting pcgrad"
  "mmoe --model ple --weighting gradnorm|mmoe --model ple --weighting gradnorm"
+ "mmoe --model shared-bottom --tower-layers 2|mmoe --model shared-bottom --tower-layers 2"
  "mmoe --dataset census --data-dir $D --epochs 3|mmoe --dataset census --data-dir $D --epochs 3"
+ "mmoe --dataset census --data-dir $D --epochs 2 --model shared-bottom --census-tasks income,college|mmoe --dataset census --data-dir $D --epochs 2 --model shared-bottom --census-tasks income,college"
 )
 i=0
 for pair in "${cases[@]}"; do

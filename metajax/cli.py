@@ -20,6 +20,8 @@ from metajax.registry import (
     FEW_SHOT_DATASETS,
     META_LEARNERS,
     MODELS,
+    MULTITASK_DATASETS,
+    MULTITASK_MODELS,
     MULTITASK_WEIGHTINGS,
     listing,
     load_plugins,
@@ -28,7 +30,7 @@ from metajax.train import continual_training, meta_training, multitask_training
 from metajax.train.config import MetaLearningConfig
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import RunInterrupted, TrainingDiverged
-from metajax.train.multitask_config import MULTITASK_DATASETS, MULTITASK_MODELS, MultiTaskConfig
+from metajax.train.multitask_config import MultiTaskConfig
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -98,53 +100,39 @@ def _refuse_clashes(config_names: set[str], groups: dict[str, set[str]]) -> None
 
 
 def _add_multitask_parser(subparsers) -> dict[str, set[str]]:
-    """``metajax multitask`` (alias ``mmoe``); returns which parsed names go into ``weighting_options``."""
+    """``metajax multitask`` (alias ``mmoe``), its flags generated from ``MultiTaskConfig`` and the registered
+    datasets, models and weightings; returns which parsed names go into each one's options."""
+    names = {
+        kind: ", ".join(registry.names())
+        for kind, registry in (("datasets", MULTITASK_DATASETS), ("models", MULTITASK_MODELS))
+    }
     parser = subparsers.add_parser(
         "multitask",
         aliases=["mmoe"],
         help="train a multi-task model (MMoE and its baselines) and score every task",
         description=(
             "Multi-task learning (Ma et al. 2018). With no arguments: MMoE on the paper's synthetic pair of "
-            "correlated regression tasks, which needs no files."
+            f"correlated regression tasks, which needs no files. Datasets: {names['datasets']}. Models: "
+            f"{names['models']}. Weightings: {', '.join(MULTITASK_WEIGHTINGS.names())}."
         ),
     )
-    parser.add_argument("--dataset", choices=MULTITASK_DATASETS, default="synthetic")
-    parser.add_argument(
-        "--data-dir", help="folder with census-income.test.gz (and census-income.data.gz if you have it)"
-    )
-    parser.add_argument("--model", choices=MULTITASK_MODELS, default="mmoe")
-    parser.add_argument("--correlation", type=float, default=0.5, help="correlation p of the synthetic tasks")
-    parser.add_argument("--experts", type=positive_int, default=8, help="experts (shared experts for cgc/ple)")
-    parser.add_argument("--expert-units", type=positive_int, help="units of each expert's ReLU layers")
-    parser.add_argument("--expert-layers", type=positive_int, default=1, help="ReLU layers per expert (and bottom)")
-    parser.add_argument("--tower-units", type=positive_int, default=8, help="units of each tower's hidden layers")
-    parser.add_argument("--tower-layers", type=positive_int, default=1, help="hidden layers per tower")
-    parser.add_argument("--bottom-units", type=positive_int, help="shared-bottom width (default experts x units)")
-    parser.add_argument("--task-experts", type=positive_int, default=2, help="experts owned by each task (cgc/ple)")
-    parser.add_argument("--levels", type=positive_int, default=2, help="extraction levels of ple")
-    parser.add_argument(
-        "--census-tasks",
-        type=lambda text: tuple(text.split(",")),
-        default=("income", "never_married"),
-        help="comma-separated census tasks from income, never_married, college",
-    )
-    parser.add_argument(
-        "--weighting",
-        default="equal",
-        help="how the task losses, or the per-task gradients, combine: one of "
-        f"{', '.join(MULTITASK_WEIGHTINGS.names())} (metajax list describes them)",
-    )
-    parser.add_argument("--learning-rate", type=float, help="Adam's learning rate")
-    parser.add_argument("--epochs", type=positive_int)
-    parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--seed", type=int, default=0)
-    weighting_names = add_flags(
-        parser, MULTITASK_WEIGHTINGS, title="weighting options (each names the weightings that read it)"
-    )
+    config_names = add_config_flags(parser, MultiTaskConfig)
+    groups = {
+        "dataset_options": add_flags(
+            parser, MULTITASK_DATASETS, title="dataset options (each names the datasets that read it)"
+        ),
+        "model_options": add_flags(
+            parser, MULTITASK_MODELS, title="model options (each names the models that read it)"
+        ),
+        "weighting_options": add_flags(
+            parser, MULTITASK_WEIGHTINGS, title="weighting options (each names the weightings that read it)"
+        ),
+    }
+    _refuse_clashes(config_names, groups)
     parser.add_argument("--workdir", default="runs/mmoe", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_options(parser, unit="epochs", default_every=1)
-    return {"weighting_options": weighting_names}
+    return groups
 
 
 def _add_continual_parser(subparsers) -> dict[str, set[str]]:

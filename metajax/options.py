@@ -65,6 +65,16 @@ def _field_type(owner: type, field: dataclasses.Field) -> tuple[type, bool]:
     return hint, optional
 
 
+def _tuple_items(owner: type, field: dataclasses.Field) -> type:
+    """The type of a tuple field's items (``tuple[str, ...]``: ``str``; ints unless declared otherwise)."""
+    hint = typing.get_type_hints(owner)[field.name]
+    for candidate in (hint, *typing.get_args(hint)):
+        if typing.get_origin(candidate) is tuple:
+            items = [a for a in typing.get_args(candidate) if a is not Ellipsis]
+            return items[0] if items else int
+    return int
+
+
 def check_value(owner: type, field: dataclasses.Field, value: Any) -> Any:
     """``value`` converted to the field's type (an int for a float field is a float), or a ``ValueError``."""
     base, optional = _field_type(owner, field)
@@ -89,6 +99,10 @@ def check_value(owner: type, field: dataclasses.Field, value: Any) -> Any:
             raise ValueError(f"{name} must be a sequence, got {value!r}")
         value = tuple(value)
         if not value and field.default == ():  # An empty list where that is the default: nothing asked.
+            return value
+        if _tuple_items(owner, field) is str:  # Names: what they may be, the dataclass checks.
+            if any(not isinstance(v, str) for v in value):
+                raise ValueError(f"{name} must be names, got {value!r}")
             return value
         if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
             raise ValueError(f"{name} must be positive integers, got {value!r}")
@@ -145,7 +159,8 @@ def resolve_options(
         if name in own:
             checked[name] = check_value(hyperparams, own[name], value)
         elif name in known:
-            check_value(*known[name], value)
+            declaring, field = known[name]
+            declaring(**{name: check_value(declaring, field, value)})  # Its own checks (__post_init__) too.
             reads = ", ".join(f"--{flag(n)}" for n in own) or "none"
             raise ValueError(f"--{flag(name)} does not apply to {owner} (its options: {reads})")
         else:
@@ -200,8 +215,11 @@ def _add_field_flags(group, by_name: dict[str, list[tuple[str, type, dataclasses
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text.replace("%", "%%"), "dest": name}
         if base is bool:
             kwargs["action"] = "store_true"
-        elif base is tuple:  # --hidden 100,100 or --hidden 100 100.
-            kwargs.update(type=_comma_separated_ints, nargs="+", action=_Concatenated, metavar="N")
+        elif base is tuple:  # --hidden 100,100 or --hidden 100 100; --census-tasks income,college.
+            if _tuple_items(owner, field) is str:
+                kwargs.update(type=_comma_separated_names, nargs="+", action=_Concatenated, metavar="NAME")
+            else:
+                kwargs.update(type=_comma_separated_ints, nargs="+", action=_Concatenated, metavar="N")
         else:
             kwargs["type"] = base  # Its range is checked with the config's, in the same one-line errors.
             if field.metadata.get("choices"):
@@ -249,6 +267,10 @@ def _comma_separated_ints(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
+
+
+def _comma_separated_names(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
 
 
 def options_read_by(registry, name: str, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -191,12 +191,20 @@ CONTINUAL_BENCHMARKS = Registry(
 MULTITASK_WEIGHTINGS = Registry(
     "multi-task weighting", family="multi-task", builtins="metajax.multitask", option="weighting"
 )
+MULTITASK_MODELS = Registry(
+    "multi-task model", family="multi-task", builtins="metajax.models.registered_multitask", option="model"
+)
+MULTITASK_DATASETS = Registry(
+    "multi-task dataset", family="multi-task", builtins="metajax.data.multitask_datasets", option="dataset"
+)
 MODELS = Registry("model", family="shared", builtins="metajax.models.registered", option="model")
 
 REGISTRIES: tuple[Registry, ...] = (
     META_LEARNERS,
     FEW_SHOT_DATASETS,
+    MULTITASK_MODELS,
     MULTITASK_WEIGHTINGS,
+    MULTITASK_DATASETS,
     CONTINUAL_STRATEGIES,
     CONTINUAL_BENCHMARKS,
     MODELS,

@@ -44,13 +44,25 @@ def test_depth_options_build_deeper_experts_and_towers(tmp_path):
     from metajax.train.multitask_config import MultiTaskConfig
     from metajax.train.multitask_training import build_model
 
-    config = MultiTaskConfig(model="ple", expert_layers=2, tower_layers=3).resolved()
-    model = build_model(config)
+    config = MultiTaskConfig(model="ple", model_options={"expert_layers": 2, "tower_layers": 3}).resolved()
+    model = build_model(config, num_tasks=2)
     assert model.expert_widths == (16, 16) and model.tower_hidden == (8, 8, 8)
-    bottom = build_model(MultiTaskConfig(model="shared-bottom", expert_layers=2).resolved())
+    bottom = build_model(MultiTaskConfig(model="shared-bottom", model_options={"bottom_layers": 2}).resolved(), 2)
     assert bottom.bottom_widths == (128, 128)
     args = ["mmoe", "--expert-layers", "2", "--tower-layers", "2", "--epochs", "1", "--no-progress"]
     assert main([*args, "--workdir", str(tmp_path)]) == 0
+
+
+def test_dataset_presets_reach_only_the_models_that_read_them():
+    from metajax.train.multitask_config import MultiTaskConfig
+
+    census = {"dataset": "census", "data_dir": "unused"}
+    assert MultiTaskConfig(**census).resolved().model_options["expert_units"] == 4  # keras-mmoe's census size
+    bottom = MultiTaskConfig(**census, model="shared-bottom").resolved().model_options
+    assert bottom["bottom_units"] == 32 and "expert_units" not in bottom
+    mine = MultiTaskConfig(**census, model_options={"expert_units": 7}).resolved()
+    assert mine.model_options["expert_units"] == 7 and mine.batch_size == 256  # the user's over the preset
+    assert MultiTaskConfig().resolved().model_options["expert_units"] == 16
 
 
 def test_same_seed_same_results(tmp_path):
@@ -90,8 +102,16 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, tmp_path, capsys)
     assert re.search(message, error)
 
 
-def test_unknown_model_is_refused_by_the_parser(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["mmoe", "--model", "transformer"])
-    assert exit_info.value.code == 2
-    assert "invalid choice: 'transformer'" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "transformer"], "model must be one of mmoe, omoe, shared-bottom, cgc, ple, got 'transformer'"),
+        (["--dataset", "imagenet"], "dataset must be one of synthetic, census, got 'imagenet'"),
+        (["--model", "shared-bottom", "--experts", "3"], "--experts does not apply to model shared-bottom"),
+        (["--census-tasks", "income"], "--census-tasks does not apply to dataset synthetic"),
+    ],
+)
+def test_unknown_names_and_foreign_options_are_one_line_errors(args, message, tmp_path, capsys):
+    assert main(["mmoe", *args, "--workdir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("metajax mmoe: error:") and error.count("\n") == 1 and message in error

@@ -1,4 +1,5 @@
-"""Configuration of a multi-task run, with per-dataset presets."""
+"""Configuration of a multi-task run: the dataset, the model and the weighting by their registered names,
+each with its own options, and the run's settings."""
 
 from __future__ import annotations
 
@@ -6,101 +7,64 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from metajax.data.census_income import TASKS as CENSUS_TASKS
-from metajax.registry import MULTITASK_WEIGHTINGS
+from metajax.options import checked_fields, option, options_read_by
+from metajax.registry import MULTITASK_DATASETS, MULTITASK_MODELS, MULTITASK_WEIGHTINGS
 
-MULTITASK_DATASETS = ("synthetic", "census")
-MULTITASK_MODELS = ("mmoe", "omoe", "shared-bottom", "cgc", "ple")
+# The run's settings: set by the user, else by the dataset's preset.
+PRESET_FIELDS = ("learning_rate", "epochs", "batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
 class MultiTaskConfig:
     """Everything that defines a multi-task run; ``None`` fields take the dataset's preset.
 
-    Presets follow keras-mmoe (drawbridge/keras-mmoe): experts of one ReLU
-    layer (16 units on the synthetic data, 4 on census), 8 experts, towers of
-    8 ReLU units, Adam. The shared-bottom's bottom defaults to
-    ``experts * expert_units`` units, about the same number of parameters as
-    the mixtures. CGC/PLE give each task ``task_experts`` experts beside
-    ``experts`` shared ones. Experts (and the shared bottom) have
-    ``expert_layers`` ReLU layers, towers ``tower_layers`` hidden ones.
-    ``weighting`` names an entry of ``metajax.registry.MULTITASK_WEIGHTINGS``
-    (``metajax list``), ``weighting_options`` fields of its own options.
+    ``dataset``, ``model`` and ``weighting`` name entries of ``metajax.registry``'s
+    ``MULTITASK_DATASETS``, ``MULTITASK_MODELS`` and ``MULTITASK_WEIGHTINGS``
+    (``metajax list``); ``dataset_options``, ``model_options`` and
+    ``weighting_options`` set fields of the entry's own hyperparameter
+    dataclass. Model options left unset take the dataset's preset where it has
+    one (census: experts of 4 units, as keras-mmoe), else the model's defaults
+    (keras-mmoe's synthetic settings). The optimizer is Adam.
     """
 
-    # Version 2: weightings by registered name with their own options and states (PCGrad among them).
-    RUN_FORMAT: ClassVar[int] = 2
+    # Version 3: datasets and models by registered name with their own options (version 2: weightings).
+    RUN_FORMAT: ClassVar[int] = 3
 
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    model: str = "mmoe"
-    correlation: float = 0.5
-    experts: int = 8
-    expert_units: int | None = None
-    expert_layers: int = 1
-    tower_units: int = 8
-    tower_layers: int = 1
-    bottom_units: int | None = None
-    task_experts: int = 2
-    levels: int = 2
-    census_tasks: tuple[str, ...] = ("income", "never_married")
-    weighting: str = "equal"
+    dataset: str = option("synthetic", "the tasks (default: the MMoE paper's synthetic pair, which needs no files)")
+    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data_dir: str | None = option(None, "folder with census-income.test.gz (and census-income.data.gz if you have it)")
+    model: str = option("mmoe", "the multi-task model (metajax list shows them)")
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    weighting: str = option(
+        "equal", "how the task losses, or the per-task gradients, combine (metajax list describes them)"
+    )
     weighting_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    learning_rate: float | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
+    learning_rate: float | None = option(None, "Adam's learning rate (default: the dataset's preset)", above=0)
+    epochs: int | None = option(None, "epochs of training (default: the dataset's preset)", minimum=1)
+    batch_size: int | None = option(None, "examples per step (default: the dataset's preset)", minimum=1)
+    seed: int = option(0, "the run's seed (and the split of census rows)")
 
     def resolved(self) -> MultiTaskConfig:
-        """This config with every ``None`` replaced by the dataset's preset, checked."""
-        if self.dataset not in MULTITASK_DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(MULTITASK_DATASETS)}, got {self.dataset!r}")
-        filled = dataclasses.asdict(self)
-        for name, value in PRESETS[self.dataset].items():
-            if filled[name] is None:
-                filled[name] = value
-        if filled["bottom_units"] is None:
-            filled["bottom_units"] = filled["experts"] * filled["expert_units"]
-        filled["census_tasks"] = tuple(filled["census_tasks"])
-        weighting, filled["weighting_options"] = MULTITASK_WEIGHTINGS.resolve(self.weighting, self.weighting_options)
-        filled["weighting"] = weighting.name
-        config = MultiTaskConfig(**filled)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        if self.model not in MULTITASK_MODELS:
-            raise ValueError(f"model must be one of {', '.join(MULTITASK_MODELS)}, got {self.model!r}")
-        sizes = ("experts", "expert_units", "expert_layers", "tower_units", "tower_layers", "bottom_units")
-        for name in (*sizes, "task_experts", "levels", "epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch-size must be a positive integer, got {self.batch_size!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning-rate must be > 0, got {self.learning_rate}")
-        if not -1.0 <= self.correlation <= 1.0:
-            raise ValueError(f"correlation must be in [-1, 1], got {self.correlation}")
-        unknown = [task for task in self.census_tasks if task not in CENSUS_TASKS]
-        if unknown or len(set(self.census_tasks)) != len(self.census_tasks) or not self.census_tasks:
-            raise ValueError(
-                f"census-tasks must be distinct names from {', '.join(CENSUS_TASKS)}, got {list(self.census_tasks)}"
+        """This config with every ``None`` replaced by the dataset's preset and every option filled in,
+        checked (one-line ``ValueError``s)."""
+        config = checked_fields(self)
+        dataset, dataset_options = MULTITASK_DATASETS.resolve(config.dataset, config.dataset_options)
+        model_entry = MULTITASK_MODELS.get(config.model)
+        presets = options_read_by(MULTITASK_MODELS, model_entry.name, dataset.trait("model_presets", {}))
+        model, model_options = MULTITASK_MODELS.resolve(model_entry.name, {**presets, **config.model_options})
+        weighting, weighting_options = MULTITASK_WEIGHTINGS.resolve(config.weighting, config.weighting_options)
+        defaults = dataset.trait("defaults", {})
+        filled = {name: getattr(config, name) if getattr(config, name) is not None else defaults[name]
+                  for name in PRESET_FIELDS}  # fmt: skip
+        return checked_fields(
+            dataclasses.replace(
+                config,
+                **filled,
+                dataset=dataset.name,
+                dataset_options=dataset_options,
+                model=model.name,
+                model_options=model_options,
+                weighting=weighting.name,
+                weighting_options=weighting_options,
             )
-        if self.dataset == "census" and self.data_dir is None:
-            raise ValueError(
-                "census needs --data-dir: a folder with census-income.test.gz (TFDS has no census-income "
-                "dataset; see ../shared/data/README.md)"
-            )
-
-    @property
-    def num_tasks(self) -> int:
-        return 2 if self.dataset == "synthetic" else len(self.census_tasks)
-
-
-PRESETS = {
-    # keras-mmoe's synthetic demo uses Adam 1e-4 for 100 epochs of batch 32;
-    # the default here is a short demo (the benchmark runs the full schedule).
-    "synthetic": {"expert_units": 16, "learning_rate": 1e-3, "epochs": 10, "batch_size": 32},
-    "census": {"expert_units": 4, "learning_rate": 1e-3, "epochs": 10, "batch_size": 256},
-}
+        )

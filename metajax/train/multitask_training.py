@@ -13,52 +13,37 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metajax.data.census_income import load_census_income
-from metajax.data.correlated_regression import correlated_regression_dataset
 from metajax.data.multitask import MultiTaskDataset
-from metajax.models import CGC, PLE, MMoE, OMoE, SharedBottom
 from metajax.multitask import WeightingContext, multitask_trainer
 from metajax.multitask.evaluation import headline, score_split
-from metajax.registry import MULTITASK_WEIGHTINGS
+from metajax.registry import MULTITASK_DATASETS, MULTITASK_MODELS, MULTITASK_WEIGHTINGS
 from metajax.train.engine import Loop, SteadyClock, Unit, dry_run_summary, start_run, train_loop, write_summary
 from metajax.train.multitask_config import MultiTaskConfig
 from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, place_replicated, shard_leading_axis, to_host
 
 
-def build_model(config: MultiTaskConfig) -> nn.Module:
-    """The flax module ``config.model`` names, sized by the config."""
-    experts = {"num_tasks": config.num_tasks, "expert_widths": (config.expert_units,) * config.expert_layers}
-    towers = {"tower_hidden": (config.tower_units,) * config.tower_layers}
-    if config.model in ("mmoe", "omoe"):
-        constructor = MMoE if config.model == "mmoe" else OMoE
-        return constructor(num_experts=config.experts, **experts, **towers)
-    if config.model == "shared-bottom":
-        return SharedBottom(config.num_tasks, bottom_widths=(config.bottom_units,) * config.expert_layers, **towers)
-    if config.model in ("cgc", "ple"):
-        levels = {"num_levels": config.levels} if config.model == "ple" else {}
-        constructor = PLE if config.model == "ple" else CGC
-        return constructor(
-            task_experts=config.task_experts, shared_experts=config.experts, **experts, **towers, **levels
-        )
-    raise ValueError(f"unknown model {config.model!r}")
+def build_model(config: MultiTaskConfig, num_tasks: int) -> nn.Module:
+    """The flax module ``config.model`` names (``config`` resolved), with a tower per task."""
+    entry = MULTITASK_MODELS.get(config.model)
+    return entry.build(entry.options(config.model_options), num_tasks=num_tasks)
 
 
 def load_dataset(config: MultiTaskConfig) -> MultiTaskDataset:
-    if config.dataset == "census":
-        return load_census_income(config.data_dir, tasks=config.census_tasks, seed=config.seed)
-    # The data seed is separate from the training seed's uses below.
-    return correlated_regression_dataset(jax.random.key(config.seed + 1_000_003), correlation=config.correlation)
+    """The dataset ``config.dataset`` names, loaded (``config`` resolved)."""
+    entry = MULTITASK_DATASETS.get(config.dataset)
+    return entry.build(entry.options(config.dataset_options), data_dir=config.data_dir, seed=config.seed)
 
 
-def build_trainer(config: MultiTaskConfig, model: nn.Module, task_kind: str, place_batch=None):
+def build_trainer(config: MultiTaskConfig, model: nn.Module, dataset: MultiTaskDataset, place_batch=None):
+    """The trainer of ``model`` on ``dataset``'s tasks with the configured weighting and Adam."""
+    (task_kind,) = set(dataset.task_kinds)
+    num_tasks = len(dataset.task_names)
     entry = MULTITASK_WEIGHTINGS.get(config.weighting)
-    weighting = entry.build(
-        entry.options(config.weighting_options), WeightingContext(config.num_tasks, config.learning_rate)
-    )
+    weighting = entry.build(entry.options(config.weighting_options), WeightingContext(num_tasks, config.learning_rate))
     return multitask_trainer(
         model.apply,
-        config.num_tasks,
+        num_tasks,
         optimizer=optax.adam(config.learning_rate),
         task_loss=task_kind,
         weighting=weighting,
@@ -99,12 +84,11 @@ def train_and_evaluate(
         raise ValueError(
             f"batch-size {config.batch_size} is larger than the {dataset.train.x.shape[0]} training examples"
         )
-    (task_kind,) = set(dataset.task_kinds)
     train_data = jax.tree.map(jnp.asarray, dataset.train)
 
-    model = build_model(config)
+    model = build_model(config, len(dataset.task_names))
     mesh = device_mesh(devices)
-    trainer = build_trainer(config, model, task_kind, place_batch=lambda batch: shard_leading_axis(batch, mesh))
+    trainer = build_trainer(config, model, dataset, place_batch=lambda batch: shard_leading_axis(batch, mesh))
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
     # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
     state = jax.jit(lambda key, x: trainer.init(model.init(key, x)))(init_key, train_data.x[:1])
