@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from run_record import provenance
 
 from metajax.continual import Experience, continual_learner
 from metajax.data.continual_streams import split_mnist
@@ -36,9 +35,15 @@ from metajax.data.mnist import load_mnist
 from metajax.models import MLP
 from metajax.options import options_read_by
 from metajax.registry import CONTINUAL_STRATEGIES
-from metajax.train.continual_config import ContinualConfig
-from metajax.train.continual_training import build_strategy, vmap_runs
-from metajax.train.sharding import device_mesh, place_leading_axis, shard_leading_axis
+from metajax.train import (
+    ContinualConfig,
+    build_strategy,
+    device_mesh,
+    place_leading_axis,
+    provenance,
+    shard_leading_axis,
+    vmap_runs,
+)
 
 HIDDEN = (400, 400)
 
@@ -51,7 +56,7 @@ def time_strategy(stream, strategy_name, seeds, batch_size, args):
         batch_size=batch_size,
     ).resolved()  # fmt: skip
     learner = continual_learner(
-        model.apply, build_strategy(config, model.apply, stream), optax.adam(1e-3), epochs=1, batch_size=batch_size
+        model.apply, build_strategy(config, model, stream), optax.adam(1e-3), epochs=1, batch_size=batch_size
     )
     keys = jax.random.split(jax.random.key(0), seeds)
     state = jax.vmap(learner.init)(jax.vmap(model.init, in_axes=(0, None))(keys, jnp.zeros((1, 784))))

@@ -20,12 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from run_record import provenance
 
 from metajax.continual import Experience, average_accuracy, continual_learner, ewc, forgetting
 from metajax.data.continual_streams import permuted_stream
 from metajax.data.mnist import load_mnist
 from metajax.models import MLP
+from metajax.train import provenance
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Split MNIST (class-IL, task-IL) and Permuted MNIST: every strategy, several seeds, next to the references.
 
 Each (benchmark, strategy) trains ``--seeds`` runs together, vmapped over the
-seed axis, through ``metajax.train.continual_training.train_and_evaluate``
+seed axis, through ``metajax.train.train_continual``
 (the runner behind ``metajax continual``): an MLP with 2 x 400 ReLU units,
 Adam, batch 128. References: van de Ven & Tolias 2019 (arXiv 1904.07734,
 table 2, Split MNIST: class-IL none 19.90, EWC 20.01, SI 19.99, LwF 23.85;
@@ -20,12 +20,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from run_record import provenance
-
 from metajax.options import options_read_by
 from metajax.registry import CONTINUAL_STRATEGIES
-from metajax.train.continual_config import ContinualConfig
-from metajax.train.continual_training import train_and_evaluate
+from metajax.train import ContinualConfig, provenance
+from metajax.train import train_continual as train_and_evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("naive", "joint", "replay", "agem", "ewc", "online-ewc", "si", "lwf")

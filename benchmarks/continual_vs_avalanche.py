@@ -55,12 +55,11 @@ import jax
 import numpy as np
 from continual_cost import matmul_flops
 from peer_env import avalanche_python, run_peer
-from run_record import provenance
 
 from metajax.options import options_read_by
 from metajax.registry import CONTINUAL_STRATEGIES
-from metajax.train.continual_config import ContinualConfig
-from metajax.train.continual_training import build_stream, train_and_evaluate
+from metajax.train import ContinualConfig, build_stream, provenance
+from metajax.train import train_continual as train_and_evaluate
 
 BENCH_DIR = Path(__file__).resolve().parent
 PEER = BENCH_DIR / "avalanche_continual.py"

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -46,13 +45,10 @@ def main() -> None:
     import jax.numpy as jnp
     import optax
 
-    sys.path.insert(0, str(BENCH_DIR))
-    from run_record import provenance
-
     from metajax.data import few_shot_sampler
     from metajax.meta import maml, softmax_cross_entropy
     from metajax.models import Conv4
-    from metajax.train.sharding import device_mesh, shard_leading_axis
+    from metajax.train import device_mesh, provenance, shard_leading_axis
 
     bank = jax.random.uniform(jax.random.key(0), (3856, 20, 28, 28, 1))
     model = Conv4(num_classes=5)

@@ -20,10 +20,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from run_record import provenance
 
 from metajax.continual import diagonal_fisher
 from metajax.models import MLP
+from metajax.train import provenance
 
 
 def main() -> None:
@@ -37,10 +37,10 @@ def main() -> None:
     y = jax.random.randint(jax.random.key(2), (args.examples,), 0, 10)
     head = jnp.arange(10) < 2  # A Split MNIST class-IL experience's head after its first experience.
     ways = {
-        "dense closed form": jax.jit(lambda p, x, y: diagonal_fisher(model.apply, p, x, y, head)),
-        "per-example gradients": jax.jit(
-            lambda p, x, y: diagonal_fisher(model.apply, p, x, y, head, dense_shortcut=False)
+        "dense closed form": jax.jit(
+            lambda p, x, y: diagonal_fisher(model.apply, p, x, y, head, dense_layers=model.dense_layers)
         ),
+        "per-example gradients": jax.jit(lambda p, x, y: diagonal_fisher(model.apply, p, x, y, head)),
     }
     results = {name: jax.block_until_ready(fisher(params, x, y)) for name, fisher in ways.items()}  # compile
     seconds = {name: [] for name in ways}

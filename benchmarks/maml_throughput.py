@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
 
-import peer_env  # noqa: E402
-from run_record import provenance  # noqa: E402
+import peer_env  # noqa: E402 (beside this script: on sys.path as its folder)
+
+from metajax.train import provenance  # noqa: E402
 
 _BUILT: dict[tuple, tuple] = {}  # (first_order, chunk, conv_impl) -> (jitted steps, initial state, bank)
 

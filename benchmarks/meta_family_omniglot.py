@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from functools import partial
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
 
-from run_record import provenance  # noqa: E402
+from metajax.train import provenance  # noqa: E402
 
 ALGORITHMS = ("reptile", "maml", "fomaml", "anil", "meta-sgd", "protonets", "r2d2")
 RESULTS = BENCH_DIR / "results" / "meta_family_omniglot.json"
@@ -38,9 +36,9 @@ def run_one(algorithm: str, shots: int, args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from metajax.train import MetaLearningConfig
-    from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
-    from metajax.train.meta_training import build, load_data
+    from metajax.train import MetaLearningConfig, evaluate_tasks, mean_and_ci95, sample_and_evaluate
+    from metajax.train import build_meta_learning as build
+    from metajax.train import load_few_shot_data as load_data
 
     config = MetaLearningConfig(
         algorithm=algorithm, dataset="omniglot", data_dir=args.data_dir, shots=shots, seed=args.seed

@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run_record import provenance
 
 from metajax.data.census_income import load_census_income
-from metajax.train.multitask_config import MultiTaskConfig
-from metajax.train.multitask_training import train_and_evaluate
+from metajax.train import MultiTaskConfig, provenance
+from metajax.train import train_multitask as train_and_evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"mmoe": {"income_best": 0.9410, "income_mean": 0.9359, "never_married_mean": 0.9926}}

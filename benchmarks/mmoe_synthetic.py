@@ -29,11 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from run_record import provenance
 
 from metajax.data.correlated_regression import correlated_regression_dataset
 from metajax.models import MMoE, OMoE, SharedBottom
 from metajax.multitask import multitask_trainer
+from metajax.train import provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

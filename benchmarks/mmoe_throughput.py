@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -35,14 +34,13 @@ import jax.numpy as jnp
 import optax
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
 
-import peer_env  # noqa: E402
-from run_record import provenance  # noqa: E402
+import peer_env  # noqa: E402 (beside this script: on sys.path as its folder)
 
 from metajax.data.multitask import MultiTaskBatch  # noqa: E402
 from metajax.models import MMoE  # noqa: E402
 from metajax.multitask import multitask_trainer  # noqa: E402
+from metajax.train import provenance  # noqa: E402
 
 # (name, features, experts, expert units, tower units): keras-mmoe's census and synthetic models.
 SHAPES = {"census": (500, 8, 4, 8), "synthetic": (100, 8, 16, 8)}

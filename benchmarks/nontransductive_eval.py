@@ -28,11 +28,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import optax
-from run_record import provenance
 
 from metajax.data import TaskBatch
 from metajax.meta import base, protonets
 from metajax.models import Conv4
+from metajax.train import provenance
 
 VARIANTS = ("loop", "vmap")
 

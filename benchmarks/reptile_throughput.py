@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
 
-import peer_env  # noqa: E402
+import peer_env  # noqa: E402 (beside this script: on sys.path as its folder)
 
 
 def time_metajax(args, conv_impl: str, meta_batch: int, chunk: int) -> float:

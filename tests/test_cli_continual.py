@@ -109,7 +109,7 @@ def test_replay_batch_reaches_the_strategy(strategy):
 
     stream = split_mnist(gaussian_classes(), "class-il")
     config = ContinualConfig(strategy=strategy, strategy_options={"buffer_size": 50, "replay_batch": 7}).resolved()
-    built = build_strategy(config, MLP((8,), stream.num_outputs).apply, stream)
+    built = build_strategy(config, MLP((8,), stream.num_outputs), stream)
     x, y = jnp.asarray(stream.train_x[0, :4]), jnp.asarray(stream.train_y[0, :4])
     batch = ContinualBatch(x, y, jnp.ones((4, stream.num_outputs), bool), jnp.ones(4))
     extended = built.augment(built.init(None), batch, jax.random.key(0))

@@ -30,7 +30,6 @@ from metajax.continual import (
     replay,
     synaptic_intelligence,
 )
-from metajax.continual.ewc import _dense_layers
 from metajax.continual.replay import buffered_example
 from metajax.continual.replay_buffer import BufferedExample, class_balanced_add, empty_buffer, reservoir_add, sample
 from metajax.models import MLP
@@ -95,22 +94,32 @@ class _SharedDense(nn.Module):
 
 
 @pytest.mark.parametrize("jit", [True, False])
-@pytest.mark.parametrize("path", ["dense-shortcut", "per-example-chunks-of-1", "per-example-chunks-of-6"])
+@pytest.mark.parametrize("path", ["dense-layers", "per-example-chunks-of-1", "per-example-chunks-of-6"])
 def test_diagonal_fisher_equals_a_loop_of_per_example_gradients(path, jit):
     experience, params = _experience(0), _params()
-    options = {"dense-shortcut": {}, "per-example-chunks-of-1": {"dense_shortcut": False, "chunk_size": 1},
-               "per-example-chunks-of-6": {"dense_shortcut": False, "chunk_size": 6}}[path]  # fmt: skip
+    options = {"dense-layers": {"dense_layers": MODEL.dense_layers}, "per-example-chunks-of-1": {"chunk_size": 1},
+               "per-example-chunks-of-6": {"chunk_size": 6}}[path]  # fmt: skip
     fisher_of = functools.partial(diagonal_fisher, MODEL.apply, **options)
     fisher = (jax.jit(fisher_of) if jit else fisher_of)(params, experience.x, experience.y, experience.logit_mask)
     chex.assert_trees_all_close(fisher, _fisher_by_a_loop(MODEL.apply, params, experience), rtol=RTOL, atol=1e-8)
 
 
-def test_the_dense_shortcut_is_taken_only_where_it_is_exact():
+def test_the_mlp_declares_its_dense_layers_and_other_models_take_the_general_path():
     experience, x = _experience(0), _experience(0).x
-    assert _dense_layers(MODEL.apply, _params(), x) == {("Dense_0",): (N, 6), ("head",): (N, OUTPUTS)}
-    shared = _SharedDense()
+    params = _params()
+    perturbations = {"Dense_0": jnp.ones((N, 6)), "head": jnp.zeros((N, OUTPUTS))}
+    outputs, inputs = MODEL.dense_layers(params, x, perturbations)
+    assert set(inputs) == {"Dense_0", "head"} and inputs["Dense_0"] is x
+    first = params["params"]["Dense_0"]
+    hidden = jax.nn.relu(x @ first["kernel"] + first["bias"][None] + 1.0)
+    chex.assert_trees_all_close(inputs["head"], hidden, rtol=RTOL)
+    head = params["params"]["head"]
+    chex.assert_trees_all_close(outputs, hidden @ head["kernel"] + head["bias"][None], rtol=RTOL, atol=ATOL)
+    zero = jax.tree.map(jnp.zeros_like, perturbations)
+    chex.assert_trees_all_equal(MODEL.dense_layers(params, x, zero)[0], MODEL.apply(params, x))
+    shared = _SharedDense()  # No dense_layers: its weights serve twice, where the closed form would be wrong.
+    assert not hasattr(shared, "dense_layers")
     params = shared.init(jax.random.key(0), x[:1])
-    assert _dense_layers(shared.apply, params, x) is None
     fisher = diagonal_fisher(shared.apply, params, x, experience.y, experience.logit_mask)
     chex.assert_trees_all_close(fisher, _fisher_by_a_loop(shared.apply, params, experience), rtol=RTOL, atol=1e-8)
 

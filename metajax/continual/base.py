@@ -170,12 +170,14 @@ class StrategyContext(NamedTuple):
       example_shape: the shape of one input.
       num_outputs: the model's outputs.
       stream_examples: training examples in the whole stream (a buffer cannot usefully hold more).
+      model: the flax module, for what it declares (``metajax.models.interfaces``), or ``None``.
     """
 
     apply_fn: Callable
     example_shape: tuple[int, ...]
     num_outputs: int
     stream_examples: int
+    model: Any = None
 
 
 def naive() -> Strategy:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -33,83 +33,31 @@ class EWCState(NamedTuple):
     strength: jax.Array
 
 
-def _dense_call_path(context) -> tuple[str, ...] | None:
-    """The module path of an intercepted call when it is a flax ``Dense`` layer's forward pass."""
-    if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
-        return tuple(context.module.scope.path)
-    return None
-
-
-def _key_names(key_path) -> tuple:
-    """``("params", "Dense_0", "kernel")`` for a parameter leaf's key path."""
-    return tuple(getattr(k, "key", None) for k in key_path)
-
-
-def _dense_layers(apply_fn, params, x) -> dict[tuple[str, ...], tuple[int, ...]] | None:
-    """The flax ``Dense`` layers of a forward pass, ``{module path: output shape}``, when they hold every
-    parameter, each called once on ``[examples, features]`` rows; ``None`` otherwise."""
-    outputs: dict[tuple[str, ...], tuple[int, ...]] = {}
-    unfit = []
-
-    def record(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        path = _dense_call_path(context)
-        if path is not None:
-            if path in outputs or jnp.ndim(args[0]) != 2:
-                unfit.append(path)  # Shared weights or rank > 2: the per-example square does not factorize.
-            outputs[path] = out.shape
-        return out
-
-    def forward(p, x):
-        with nn.intercept_methods(record):
-            return apply_fn(p, x)
-
-    def shapes(tree):
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), tree)
-
-    jax.eval_shape(forward, shapes(params), shapes(x))
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    names = [_key_names(path) for path, _ in leaves]
-    covered = all(n[0] == "params" and n[1:-1] in outputs and n[-1] in ("kernel", "bias") for n in names)
-    return outputs if outputs and covered and not unfit else None
-
-
-def _dense_fisher(apply_fn, params, layers, x, y, mask) -> Any:
+def _dense_fisher(dense_layers, params, x, y, mask) -> Any:
     """The diagonal Fisher of a network of ``Dense`` layers without per-example gradients.
 
     Example i's gradient of a kernel is the outer product ``a_i d_i^T`` of the
     layer's input and the gradient at its output, so the sum of its squares
     over examples is one matmul, ``(a^2)^T (d^2)``; the bias's is ``sum_i d_i^2``.
     The d_i of all examples come from one backward pass of the summed loss
-    through zero perturbations added to each layer's output.
+    through zero perturbations added to each layer's output (the model's
+    declared ``dense_layers``, ``metajax.models.interfaces``).
     """
     n = x.shape[0]
+    zeros = {name: jnp.zeros((n, layer["kernel"].shape[-1])) for name, layer in params["params"].items()}
 
     def summed_loss(perturbations):
-        inputs = {}
-
-        def perturb(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            path = _dense_call_path(context)
-            if path is not None:
-                inputs[path] = args[0]
-                out = out + perturbations[path]
-            return out
-
-        with nn.intercept_methods(perturb):
-            logits = apply_fn(params, x)
+        logits, inputs = dense_layers(params, x, perturbations)
         return masked_cross_entropy(logits, y, mask, jnp.ones((n,))) * n, inputs
 
-    zeros = {path: jnp.zeros(shape) for path, shape in layers.items()}
     output_grads, inputs = jax.grad(summed_loss, has_aux=True)(zeros)
 
     def leaf_fisher(key_path, leaf):
-        names = _key_names(key_path)
-        d_squared = jnp.square(output_grads[names[1:-1]])
-        if names[-1] == "bias":
+        _, layer, kind = (getattr(k, "key", None) for k in key_path)
+        d_squared = jnp.square(output_grads[layer])
+        if kind == "bias":
             return jnp.sum(d_squared, axis=0) / n
-        a_squared = jnp.square(inputs[names[1:-1]])
-        return jnp.matmul(a_squared.T, d_squared, precision=jax.lax.Precision.HIGHEST) / n
+        return jnp.matmul(jnp.square(inputs[layer]).T, d_squared, precision=jax.lax.Precision.HIGHEST) / n
 
     return jax.tree_util.tree_map_with_path(leaf_fisher, params)
 
@@ -122,15 +70,16 @@ def diagonal_fisher(
     logit_mask: jax.Array,
     *,
     chunk_size: int | None = None,
-    dense_shortcut: bool = True,
+    dense_layers: Callable | None = None,
 ) -> Any:
     """Empirical diagonal Fisher: the mean over examples of each per-example gradient squared.
 
-    For a flax network whose parameters all sit in ``Dense`` layers applied to
-    ``[examples, features]`` rows (an MLP), the sum of squares is computed in
-    closed form (``_dense_fisher``: one backward pass and one matmul per layer;
-    a 2 x 400 MLP, 1024 examples, CPU: see benchmarks/RESULTS.md);
-    ``dense_shortcut=False`` forces the general path. Otherwise per-example
+    Works on any parameter pytree. Given a model's declared ``dense_layers``
+    (``metajax.models.interfaces.DenseLayers``: every parameter in a ``Dense``
+    layer applied to ``[examples, features]`` rows, an MLP), the sum of squares
+    is computed in closed form (``_dense_fisher``: one backward pass and one
+    matmul per layer; a 2 x 400 MLP, 1024 examples, CPU: see
+    benchmarks/RESULTS.md). Otherwise per-example
     gradients of the log-likelihood of the true label come from a ``vmap`` of
     ``grad`` over chunks of ``chunk_size`` examples, the squares summed chunk
     after chunk in a ``lax.scan``, so no more than one chunk of per-example
@@ -143,9 +92,8 @@ def diagonal_fisher(
     check_array("y", y, (n,), "[examples]", dtype="integer")
     if jnp.ndim(logit_mask) != 1:
         check_array("logit_mask", logit_mask, (n, None), "[examples, outputs] or [outputs]")
-    layers = _dense_layers(apply_fn, params, x) if dense_shortcut else None
-    if layers is not None:
-        return _dense_fisher(apply_fn, params, layers, x, y, logit_mask)
+    if dense_layers is not None:
+        return _dense_fisher(dense_layers, params, x, y, logit_mask)
     if chunk_size is None:
         chunk_size = 1 if jax.default_backend() == "cpu" else 64
     chunk_size = min(chunk_size, n)
@@ -171,6 +119,7 @@ def ewc(
     mode: str = "separate",
     decay: float = 1.0,
     fisher_samples: int | None = None,
+    dense_layers: Callable | None = None,
 ) -> Strategy:
     """Elastic weight consolidation (Kirkpatrick et al. 2017, arXiv 1612.00796).
 
@@ -180,7 +129,8 @@ def ewc(
     plus a constant). ``mode="online"``: one Fisher, F <- decay * F + F_new,
     anchored at the latest weights (Schwarz et al. 2018, arXiv 1805.06370). The
     Fisher of an experience is computed on its first ``fisher_samples``
-    examples (all by default). ``ewc_lambda`` is the initial state's
+    examples (all by default), in closed form when the model declares its
+    ``dense_layers`` (see ``diagonal_fisher``). ``ewc_lambda`` is the initial state's
     ``strength``; replace it in the state (``state._replace(strength=...)``)
     to sweep lambda over a vmapped run axis.
     """
@@ -200,7 +150,7 @@ def ewc(
     def after_experience(state, params, experience, key):
         n = experience.x.shape[0] if fisher_samples is None else min(fisher_samples, experience.x.shape[0])
         heads = experience.logit_mask[:n] if experience.logit_mask.ndim == 2 else experience.logit_mask
-        new = diagonal_fisher(apply_fn, params, experience.x[:n], experience.y[:n], heads)
+        new = diagonal_fisher(apply_fn, params, experience.x[:n], experience.y[:n], heads, dense_layers=dense_layers)
         if mode == "online":
             fisher = jax.tree.map(lambda old, f: decay * old + f, state.fisher, new)
             return EWCState(fisher=fisher, anchor=params, residual=jnp.zeros(()), strength=state.strength)
@@ -238,7 +188,12 @@ class OnlineEWCOptions(EWCOptions):
     description="EWC (Kirkpatrick et al. 2017): a quadratic penalty per past experience, weighted by its Fisher.",
 )
 def build_ewc(options: EWCOptions, context: StrategyContext) -> Strategy:
-    return ewc(context.apply_fn, ewc_lambda=options.ewc_lambda, fisher_samples=options.fisher_samples)
+    return ewc(
+        context.apply_fn,
+        ewc_lambda=options.ewc_lambda,
+        fisher_samples=options.fisher_samples,
+        dense_layers=getattr(context.model, "dense_layers", None),  # The closed form, where the model has one.
+    )
 
 
 @CONTINUAL_STRATEGIES.register(
@@ -253,4 +208,5 @@ def build_online_ewc(options: OnlineEWCOptions, context: StrategyContext) -> Str
         fisher_samples=options.fisher_samples,
         mode="online",
         decay=options.ewc_decay,
+        dense_layers=getattr(context.model, "dense_layers", None),
     )

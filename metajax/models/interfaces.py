@@ -11,6 +11,16 @@ model that lacks the method gets a one-line error from ``declared_split``.
   adapt or replace (``HeadParameters``: ``MLP``, ``Conv4``).
 * ``shared_parameters(params)``: True for the parameters every task uses
   (``SharedParameters``: the multi-task models).
+
+Some algorithms have a closed form for networks of one kind. A model declares
+that it is of that kind with a method too:
+
+* ``dense_layers(params, x, perturbations) -> (outputs, layer_inputs)``: every
+  parameter sits in a ``Dense`` layer (``params["params"][layer]``) applied
+  once to ``[batch, features]`` rows; the forward pass adds
+  ``perturbations[layer]`` (``[batch, width]``) to each layer's output and
+  returns each layer's input. EWC's Fisher then needs no per-example gradients
+  (``DenseLayers``: ``MLP``).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import jax
 SPLITS = {
     "head_parameters": "its output layer (the head)",
     "shared_parameters": "the parameters every task shares",
+    "dense_layers": "its Dense layers' inputs and perturbed outputs",
 }
 
 
@@ -53,6 +64,14 @@ class SharedParameters:
 
     def shared_parameters(self, params):
         return parameters_under(params, "shared_")
+
+
+class DenseLayers:
+    """Declares a network of ``Dense`` layers: the module's ``__call__(x, perturbations)`` adds
+    ``perturbations[layer]`` to each layer's output and returns ``(outputs, {layer: its input})``."""
+
+    def dense_layers(self, params, x, perturbations):
+        return self.apply(params, x, perturbations)
 
 
 def declared_split(model: Any, split: str, *, needed_by: str) -> Callable[[Any], Any]:

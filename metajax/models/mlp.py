@@ -6,15 +6,17 @@ import flax.linen as nn
 import jax
 
 from metajax.array_checks import check_array
-from metajax.models.interfaces import HeadParameters
+from metajax.models.interfaces import DenseLayers, HeadParameters
 
 
-class MLP(HeadParameters, nn.Module):
+class MLP(HeadParameters, DenseLayers, nn.Module):
     """``[batch, in] -> [batch, out]`` with ReLU between the hidden layers.
 
     With ``flatten_input`` it reads examples of any shape, ``[batch, *example_shape]``, flattened (an
     MLP on images, as the continual-learning benchmarks use it). With ``out_features=None`` there is no
-    head: the output is the last hidden layer's (an embedding network).
+    head: the output is the last hidden layer's (an embedding network). Given ``perturbations``
+    (``{layer: [batch, width]}``), it adds them to the layers' outputs and returns ``(outputs,
+    {layer: its input})`` (``DenseLayers``).
     """
 
     hidden: Sequence[int]
@@ -22,13 +24,20 @@ class MLP(HeadParameters, nn.Module):
     flatten_input: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, perturbations: dict[str, jax.Array] | None = None):
         if self.flatten_input:
             check_array("x", x, (None, None, ...), "[batch, *example_shape]", dtype="floating")
             x = x.reshape(x.shape[0], -1)
         check_array("x", x, (None, None), "[batch, in_features]", dtype="floating")
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        if self.out_features is None:
-            return x
-        return nn.Dense(self.out_features, name="head")(x)  # Declared by HeadParameters.
+        inputs = {}
+
+        def dense(x, width, name):
+            inputs[name] = x
+            out = nn.Dense(width, name=name)(x)
+            return out if perturbations is None else out + perturbations[name]
+
+        for index, width in enumerate(self.hidden):
+            x = nn.relu(dense(x, width, f"Dense_{index}"))  # The names flax would give them.
+        if self.out_features is not None:
+            x = dense(x, self.out_features, "head")  # Declared by HeadParameters.
+        return x if perturbations is None else (x, inputs)

@@ -42,11 +42,12 @@ def build_model(config: ContinualConfig, stream: Stream):
     )
 
 
-def build_strategy(config: ContinualConfig, apply_fn, stream: Stream):
-    """The strategy ``config.strategy`` names, built from its options."""
+def build_strategy(config: ContinualConfig, model, stream: Stream):
+    """The strategy ``config.strategy`` names, built from its options, for ``model``."""
     entry = CONTINUAL_STRATEGIES.get(config.strategy)
     context = StrategyContext(
-        apply_fn=apply_fn,
+        model=model,
+        apply_fn=model.apply,
         example_shape=stream.example_shape,
         num_outputs=stream.num_outputs,
         stream_examples=stream.num_experiences * stream.train_x.shape[1],
@@ -129,7 +130,7 @@ def train_and_evaluate(
     config, workdir = start_run(config, workdir, checkpoint_every)
     stream = build_stream(config)
     model = build_model(config, stream)
-    strategy = build_strategy(config, model.apply, stream)
+    strategy = build_strategy(config, model, stream)
     joint = bool(CONTINUAL_STRATEGIES.get(config.strategy).trait("trains_jointly"))
     experiences = _experiences(stream, joint)
     if any(e.x.shape[0] < config.batch_size for e in experiences):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,17 @@ def write_summary(workdir: Path, summary: dict[str, Any]) -> None:
     """Writes ``workdir/summary.json``; in a multi-host run process 0 alone writes (all computed the same)."""
     if is_primary_process():
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def provenance(command: str | None = None) -> dict[str, str]:
+    """Where a benchmark's figures came from, for its results file: the command, the machine and JAX's version.
+
+    ``command`` defaults to the command line that started the script (``python benchmarks/NAME.py ARGS``).
+    """
+    if command is None:
+        command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    return {
+        "command": command,
+        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}",
+        "jax_version": jax.__version__,
+    }
