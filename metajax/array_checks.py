@@ -79,3 +79,9 @@ def check_key(name: str, key) -> None:
     else:
         got = type(key).__name__
     raise TypeError(f"{name} must be a random key (jax.random.key(seed)), got {got}")
+
+
+def is_traced(value) -> bool:
+    """Whether a hyperparameter is a tracer (a swept value, ``metajax.train.sweeps``): its range was
+    checked on the concrete values before tracing, and Python cannot compare it."""
+    return isinstance(value, jax.core.Tracer)

@@ -31,6 +31,7 @@ from metajax.train.config import MetaLearningConfig
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.errors import RunInterrupted, TrainingDiverged
 from metajax.train.multitask_config import MultiTaskConfig
+from metajax.train.sweeps import parse_sweep
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -158,10 +159,22 @@ def _add_continual_parser(subparsers) -> dict[str, set[str]]:
         "model_options": add_flags(parser, MODELS, title="model options (each names the models that read it)"),
     }
     _refuse_clashes(config_names, groups)
+    _add_sweep_option(parser)
     parser.add_argument("--workdir", default="runs/continual", help="where summary.json and the plots go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_options(parser, unit="experiences", default_every=1)
     return groups
+
+
+def _add_sweep_option(parser) -> None:
+    parser.add_argument(
+        "--sweep",
+        type=parse_sweep,
+        action="append",
+        metavar="NAME=V1,V2,...",
+        help="train one run per value of a real-valued hyperparameter (e.g. learning-rate=1e-3,1e-2), each with "
+        "--seeds seeds, all as one vmapped program; several --sweep flags make a grid",
+    )
 
 
 def _print_continual_table(summary: dict) -> None:
@@ -179,6 +192,16 @@ def _print_continual_table(summary: dict) -> None:
         print(f"{name:<26}{fmt(summary[key])}")
     print(f"{'BWT / FWT %':<26}{fmt(summary['bwt'])} / {fmt(summary['fwt'])}")
     print(f"{'train seconds':<26}{summary['train_seconds']:.1f}")
+    _print_sweep(summary, "final_average_accuracy", "final average accuracy %", percent=True)
+
+
+def _print_sweep(summary: dict, field: str, words: str, *, percent: bool) -> None:
+    """One line per sweep point: its values and the mean +- std over its seeds of ``field``."""
+    scale = 100 if percent else 1
+    for point in summary.get("sweep", []):
+        values = ", ".join(f"{name.replace('_', '-')}={value:g}" for name, value in point["values"].items())
+        figure = point[field]
+        print(f"  {values}: {words} {scale * figure['mean']:.2f} +- {scale * figure['std']:.2f}")
 
 
 def _print_mmoe_table(summary: dict) -> None:
@@ -371,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("command", "workdir", "no_progress", "checkpoint_every", "debug_nans", "dry_run", "devices",
                  "coordinator", "num_processes", "process_id", "plugin"):  # fmt: skip
         options.pop(name)
+    if "sweep" in options:  # [(name, values), ...] from repeated flags; none given: no sweep.
+        sweeps = options.pop("sweep") or []
+        if len({name for name, _ in sweeps}) != len(sweeps):
+            parser.error("--sweep names one hyperparameter once")
+        options["sweep"] = dict(sweeps)
     command = "multitask" if args.command == "mmoe" else args.command  # The alias runs the same.
     for group, names in groups_of[command].items():  # Each method's options go to it; the rest are the run's.
         options[group] = {name: options.pop(name) for name in names if name in options}

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import is_traced
 from metajax.continual import replay_buffer
 from metajax.continual.base import ContinualBatch, Strategy, StrategyContext, masked_cross_entropy
 from metajax.continual.replay import BufferOptions, appended, buffer_strategy, offered_examples
@@ -61,7 +62,7 @@ def dark_experience_replay(
     policy: str = "reservoir",
 ) -> Strategy:
     """DER (``beta=0``) or DER++ as a strategy; ``replay_batch`` rows per draw (default: the batch size)."""
-    if alpha < 0 or beta < 0:
+    if not is_traced(alpha) and not is_traced(beta) and (alpha < 0 or beta < 0):
         raise ValueError(f"der alpha and beta must be >= 0, got {alpha} and {beta}")
     example = LoggedExample(
         x=jax.ShapeDtypeStruct(tuple(example_shape), jnp.float32),

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metajax.array_checks import check_array
+from metajax.array_checks import check_array, is_traced
 from metajax.continual.base import Strategy, StrategyContext, masked_cross_entropy
 from metajax.options import option
 from metajax.registry import CONTINUAL_STRATEGIES
@@ -136,7 +136,7 @@ def ewc(
     """
     if mode not in ("separate", "online"):
         raise ValueError(f"EWC mode must be 'separate' or 'online', got {mode!r}")
-    if ewc_lambda < 0:
+    if not is_traced(ewc_lambda) and ewc_lambda < 0:
         raise ValueError(f"ewc_lambda must be >= 0, got {ewc_lambda}")
 
     def init(params):

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import is_traced
 from metajax.continual.base import Strategy, StrategyContext
 from metajax.options import option
 from metajax.registry import CONTINUAL_STRATEGIES
@@ -26,7 +27,7 @@ def learning_without_forgetting(apply_fn, *, alpha: float, temperature: float = 
     ``alpha * T^2 * KL(softmax(old / T) || softmax(new / T))`` over the outputs
     of earlier experiences (nothing before the first experience ends).
     """
-    if alpha < 0:
+    if not is_traced(alpha) and alpha < 0:
         raise ValueError(f"lwf alpha must be >= 0, got {alpha}")
 
     def init(params):

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import is_traced
 from metajax.continual.base import Strategy, StrategyContext
 from metajax.options import option
 from metajax.registry import CONTINUAL_STRATEGIES
@@ -28,7 +29,7 @@ def synaptic_intelligence(*, si_c: float, damping: float = 0.1) -> Strategy:
     loss decrease); after each experience, Omega_i += w_i / (delta_i^2 + damping)
     with delta the weights' change over the experience, and w restarts at 0.
     """
-    if si_c < 0:
+    if not is_traced(si_c) and si_c < 0:
         raise ValueError(f"si_c must be >= 0, got {si_c}")
 
     def init(params):

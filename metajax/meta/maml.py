@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.array_checks import check_key
+from metajax.array_checks import check_key, is_traced
 from metajax.data.tasks import TaskBatch, check_support_set, check_task_batch
 from metajax.meta.base import ApplyFn, LossFn, MetaContext, MetaLearner, MetaState, Params, predict_queries, task_scores
 from metajax.meta.inner_loop import make_gradient_descent_adapt
@@ -150,7 +150,7 @@ def gradient_meta_learner(
     ``learner_state`` (a ``MetaSGDState``) and trained by the outer optimizer
     with the weights.
     """
-    if not inner_lr > 0:
+    if not is_traced(inner_lr) and not inner_lr > 0:
         raise ValueError(f"inner_lr must be > 0, got {inner_lr}")
     if second_order_steps is None:
         second_order_steps = inner_steps

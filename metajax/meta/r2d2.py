@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.array_checks import check_array, check_key
+from metajax.array_checks import check_array, check_key, is_traced
 from metajax.data.tasks import TaskBatch
 from metajax.meta.base import (
     ApplyFn,
@@ -142,7 +142,7 @@ def r2d2(
     if ways < 2:
         raise ValueError(f"ways must be >= 2 for a classifier, got {ways}")
     for name, value in (("initial_scale", initial_scale), ("initial_penalty", initial_penalty)):
-        if not value > 0:
+        if not is_traced(value) and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
 
     def logits(params, head, support_x, support_y, query_x, *, transductive):

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from metajax.array_checks import is_traced
 from metajax.multitask.weighting import LossWeighting, WeightingContext, check_task_losses
 from metajax.options import option
 from metajax.registry import MULTITASK_WEIGHTINGS
@@ -39,7 +40,7 @@ class DWAState(NamedTuple):
 
 def dynamic_weight_average(temperature: float = 2.0) -> LossWeighting:
     """DWA as a ``LossWeighting`` (weights from the epoch-mean losses; see the module docstring)."""
-    if not temperature > 0:
+    if not is_traced(temperature) and not temperature > 0:
         raise ValueError(f"dwa temperature must be > 0, got {temperature}")
 
     def init(num_tasks: int) -> DWAState:

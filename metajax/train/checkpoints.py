@@ -118,7 +118,11 @@ class RunCheckpoints:
         self.directory = Path(workdir).absolute() / "checkpoints"
         # Of several hosts sharing the workdir, process 0 locks it; the others save with it.
         self._lock = _WorkdirLock(Path(workdir)) if is_primary_process() else None
-        defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+        defaults = {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(config)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
         run_format = getattr(type(config), "RUN_FORMAT", 1)
         self._check_config(Path(workdir) / "run_config.json", dataclasses.asdict(config), defaults, run_format)
         self._manager = ocp.CheckpointManager(

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from metajax.options import checked_fields, option
 from metajax.registry import CONTINUAL_BENCHMARKS, CONTINUAL_STRATEGIES, MODELS
+from metajax.train.sweeps import check_sweep, sweepable_fields
 
 CONTINUAL_OPTIMIZERS = ("adam", "sgd")
 
@@ -24,7 +25,10 @@ class ContinualConfig:
     paper's preset). ``scenario=None`` takes the benchmark's first (class-IL
     for split benchmarks, domain-IL for Permuted MNIST). The optimizer (Adam,
     or plain SGD as in ContinualAI's baselines) keeps its state across
-    experiences unless ``reset_optimizer``.
+    experiences unless ``reset_optimizer``. ``sweep`` maps real-valued
+    hyperparameters (``learning_rate`` or the strategy's own) to values: every
+    combination trains ``seeds`` runs, all vmapped together
+    (``metajax.train.sweeps``).
     """
 
     # Version 2: options per strategy and model, and states of the strategies' own types; workdirs of
@@ -52,6 +56,7 @@ class ContinualConfig:
     batch_size: int = option(128, "examples per step", minimum=1)
     seeds: int = option(1, "independent runs, trained together (vmapped)", minimum=1)
     seed: int = option(0, "the first run's seed")
+    sweep: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
     def resolved(self) -> ContinualConfig:
         """This config with the scenario and every option filled in, checked (one-line ``ValueError``s)."""
@@ -65,6 +70,7 @@ class ContinualConfig:
             )
         strategy, strategy_options = CONTINUAL_STRATEGIES.resolve(config.strategy, config.strategy_options)
         model, model_options = MODELS.resolve(config.model, config.model_options)
+        sweepable = sweepable_fields((config, "the run"), (strategy.options(strategy_options), strategy.name))
         return dataclasses.replace(
             config,
             benchmark=benchmark.name,
@@ -73,4 +79,5 @@ class ContinualConfig:
             strategy_options=strategy_options,
             model=model.name,
             model_options=model_options,
+            sweep=check_sweep(config.sweep, sweepable),
         )

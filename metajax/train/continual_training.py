@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from metajax.train.continual_config import ContinualConfig
 from metajax.train.engine import Loop, Unit, dry_run_summary, start_run, train_loop, write_summary
 from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
+from metajax.train.sweeps import by_point, run_grid, traced_build, with_values
 
 
 def build_stream(config: ContinualConfig) -> Stream:
@@ -42,8 +43,9 @@ def build_model(config: ContinualConfig, stream: Stream):
     )
 
 
-def build_strategy(config: ContinualConfig, model, stream: Stream):
-    """The strategy ``config.strategy`` names, built from its options, for ``model``."""
+def build_strategy(config: ContinualConfig, model, stream: Stream, values: Mapping[str, Any] | None = None):
+    """The strategy ``config.strategy`` names, built from its options (those in ``values`` replaced, possibly
+    by tracers: a sweep's), for ``model``."""
     entry = CONTINUAL_STRATEGIES.get(config.strategy)
     context = StrategyContext(
         model=model,
@@ -52,7 +54,22 @@ def build_strategy(config: ContinualConfig, model, stream: Stream):
         num_outputs=stream.num_outputs,
         stream_examples=stream.num_experiences * stream.train_x.shape[1],
     )
-    return entry.build(entry.options(config.strategy_options), context)
+    return entry.build(with_values(entry.options(config.strategy_options), values or {}), context)
+
+
+def build_learner(config: ContinualConfig, model, stream: Stream, values: Mapping[str, Any] | None = None):
+    """The continual learner of the configured strategy and optimizer; ``values``: a run's swept
+    hyperparameters (``learning_rate`` or the strategy's), traced inside a vmapped program."""
+    values = values or {}
+    build = lambda: continual_learner(  # noqa: E731
+        model.apply,
+        build_strategy(config, model, stream, values),
+        getattr(optax, config.optimizer)(values.get("learning_rate", config.learning_rate)),  # adam or sgd
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        reset_optimizer=config.reset_optimizer,
+    )
+    return traced_build(build, list(values))
 
 
 def _experiences(stream: Stream, joint: bool) -> list[Experience]:
@@ -130,51 +147,57 @@ def train_and_evaluate(
     config, workdir = start_run(config, workdir, checkpoint_every)
     stream = build_stream(config)
     model = build_model(config, stream)
-    strategy = build_strategy(config, model, stream)
     joint = bool(CONTINUAL_STRATEGIES.get(config.strategy).trait("trains_jointly"))
     experiences = _experiences(stream, joint)
     if any(e.x.shape[0] < config.batch_size for e in experiences):
         raise ValueError(f"batch-size {config.batch_size} is larger than an experience ({experiences[0].x.shape[0]})")
-    learner = continual_learner(
-        model.apply,
-        strategy,
-        getattr(optax, config.optimizer)(config.learning_rate),  # optax.adam or optax.sgd
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        reset_optimizer=config.reset_optimizer,
-    )
+    build_learner(config, model, stream)  # Its errors before any compilation.
+    grid = run_grid(config.sweep, config.seeds)  # Runs: sweep points x seeds, point-major.
+    run_values = grid.values()  # {name: [runs]}; empty without a sweep.
     test = tuple(jnp.asarray(a) for a in (stream.test_x, stream.test_y, stream.test_mask, stream.logit_mask))
 
     @jax.jit  # One compilation; run op by op, initializing compiled each of its many small operations.
-    def initial_runs(example):
-        seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(jnp.arange(config.seeds))
+    def initial_runs(example, values):
+        # The same seeds at every sweep point: the points differ by their values alone.
+        seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(grid.seed_indices())
         init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
         params = jax.vmap(model.init, in_axes=(0, None))(init_keys, example)
-        return jax.vmap(learner.init)(params), train_keys
+        return jax.vmap(lambda p, v: build_learner(config, model, stream, v).init(p))(params, values), train_keys
 
     mesh = device_mesh(devices)
     # The run axis laid out as train_experience returns it, so neither it nor
     # accuracy compiles a second time for a new input sharding.
-    state, train_keys = place_leading_axis(initial_runs(jnp.asarray(stream.train_x[0, :1])), mesh)
+    state, train_keys = place_leading_axis(initial_runs(jnp.asarray(stream.train_x[0, :1]), run_values), mesh)
+    run_values = place_leading_axis(run_values, mesh)
     # No buffer donation: strategy states may hold the very arrays of the params (SI's, LwF's anchors at init).
 
-    def train_runs(states, experience, run_keys, index):  # The run axis over devices: runs are independent.
-        states, run_keys = shard_leading_axis((states, run_keys), mesh)
+    def train_runs(states, experience, run_keys, index, values):  # The run axis over devices: runs are independent.
+        states, run_keys, values = shard_leading_axis((states, run_keys, values), mesh)
         # Each experience's keys derived inside the program: op by op, the derivation compiled on its own
         # inside every run's first experience (0.04-0.06 s, measured on the build machine's CPU).
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, index))(run_keys)
-        return vmap_runs(lambda s, k: learner.train_experience(s, experience, key=k), (0, 0))(states, step_keys)
+
+        def train_one(state, key, values):
+            return build_learner(config, model, stream, values).train_experience(state, experience, key=key)
+
+        return vmap_runs(train_one, (0, 0, 0))(states, step_keys, values)
+
+    def accuracy_of_runs(states, values, *test):
+        return vmap_runs(
+            lambda state, values, *test: build_learner(config, model, stream, values).accuracy(state, *test),
+            (0, 0, None, None, None, None),
+        )(states, values, *test)
 
     train_experience = jax.jit(train_runs)
-    accuracy = jax.jit(vmap_runs(learner.accuracy, (0, None, None, None, None)))
-    initial_accuracy = to_host(accuracy(state, *test))  # [seeds, experiences], for FWT
+    accuracy = jax.jit(lambda states, *test: accuracy_of_runs(states, run_values, *test))
+    initial_accuracy = to_host(accuracy(state, *test))  # [runs, experiences], for FWT
 
     if dry_run:  # Everything above validated the arguments and the data.
         return dry_run_summary(config)
 
     def train(state, progress, index):
         experience = experiences[index]
-        state, metrics = train_experience(state, experience, train_keys, np.uint32(index))
+        state, metrics = train_experience(state, experience, train_keys, np.uint32(index), run_values)
         losses = to_host(metrics["loss"])
         if not np.all(np.isfinite(losses)):
             return Unit(state, 1, diverged=f"training loss became {losses} in experience {index}")
@@ -208,7 +231,7 @@ def train_and_evaluate(
     train_seconds = progress["train_seconds"]
     rows = [np.asarray(row, dtype=np.float32) for row in progress["rows"]]  # As computed: float32.
 
-    matrices = np.stack(rows, axis=1)  # [seeds, rows, experiences]
+    matrices = np.stack(rows, axis=1)  # [runs, rows, experiences]
     final = matrices[:, -1].mean(axis=1)
     summary: dict[str, Any] = {
         "strategy": config.strategy,
@@ -226,6 +249,14 @@ def train_and_evaluate(
         summary["forgetting"] = _mean_std([forgetting(m) for m in matrices])
         summary["bwt"] = _mean_std([backward_transfer(m) for m in matrices])
         summary["fwt"] = _mean_std([forward_transfer(m, b) for m, b in zip(matrices, initial_accuracy, strict=True)])
+    if config.sweep:  # Each point's figures over its seeds, and each run's.
+        per_run = {"final_average_accuracy": final}
+        if not joint:
+            per_run["forgetting"] = [forgetting(m) for m in matrices]
+        summary["sweep"] = by_point(grid, per_run)
+        summary["runs"] = [
+            {**grid.describe(run), "final_average_accuracy": float(final[run])} for run in range(grid.size)
+        ]
     title = f"{config.strategy}, {config.benchmark} {config.scenario}"
     summary["plot"] = str(workdir / "accuracy_matrix.png")
     if is_primary_process():  # Of several hosts, one draws.
