@@ -84,6 +84,7 @@ def _add_meta_parser(subparsers, learner) -> dict[str, set[str]]:
         "model_options": add_flags(parser, MODELS, title="model options (each names the models that read it)"),
     }
     _refuse_clashes(config_names, groups)
+    _add_sweep_option(parser)
     parser.add_argument("--workdir", default=f"runs/{learner.name}", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_run_options(parser, unit="meta-steps", default_every=1000)
@@ -130,6 +131,7 @@ def _add_multitask_parser(subparsers) -> dict[str, set[str]]:
         ),
     }
     _refuse_clashes(config_names, groups)
+    _add_sweep_option(parser)
     parser.add_argument("--workdir", default="runs/mmoe", help="where metrics.jsonl and summary.json go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_options(parser, unit="epochs", default_every=1)
@@ -198,29 +200,41 @@ def _print_continual_table(summary: dict) -> None:
 def _print_sweep(summary: dict, field: str, words: str, *, percent: bool) -> None:
     """One line per sweep point: its values and the mean +- std over its seeds of ``field``."""
     scale = 100 if percent else 1
+    if percent:
+        words = words.removesuffix(" %") + " %"
     for point in summary.get("sweep", []):
         values = ", ".join(f"{name.replace('_', '-')}={value:g}" for name, value in point["values"].items())
         figure = point[field]
-        print(f"  {values}: {words} {scale * figure['mean']:.2f} +- {scale * figure['std']:.2f}")
+        digits = 2 if percent else 4
+        print(f"  {values}: {words} {scale * figure['mean']:.{digits}f} +- {scale * figure['std']:.{digits}f}")
 
 
 def _print_mmoe_table(summary: dict) -> None:
     config = summary["config"]
+    runs = summary.get("runs")
+    best = summary["best_epoch"] if runs is None else ", ".join(str(run["best_epoch"]) for run in runs)
     rows = [
         ("dataset", config["dataset"]),
         ("model", config["model"]),
-        ("epochs (best validation)", f"{config['epochs']} ({summary['best_epoch']})"),
+        ("epochs (best validation)", f"{config['epochs']} ({best})"),
         ("examples/s", f"{summary['examples_per_second']:.0f}"),
         ("train seconds", f"{summary['train_seconds']:.1f}"),
     ]
     for task, scores in summary["tasks"].items():
         metric = "auc" if "auc" in scores else "mse"
-        rows.append((f"test {metric}, {task}", f"{scores[metric]:.4f}"))
+        if runs is None:
+            rows.append((f"test {metric}, {task}", f"{scores[metric]:.4f}"))
+        else:
+            spread = summary["tasks_std_over_runs"][task][metric]
+            rows.append((f"test {metric}, {task}, mean of {len(runs)} runs", f"{scores[metric]:.4f} +- {spread:.4f}"))
     for task, weights in summary.get("mean_gate_weights", {}).items():
         rows.append((f"mean gate weights, {task}", " ".join(f"{w:.2f}" for w in weights)))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    for field in summary.get("sweep", [{}])[0]:
+        if field != "values":
+            _print_sweep(summary, field, f"test {field}", percent=False)
 
 
 def _print_meta_table(summary: dict) -> None:
@@ -237,6 +251,17 @@ def _print_meta_table(summary: dict) -> None:
         ("meta-training tasks/s", f"{summary['meta_tasks_per_second']:.1f}"),
         ("train seconds", f"{summary['train_seconds']:.1f}"),
     ]
+    if "runs" in summary:  # Several runs: the mean and spread over them, and each sweep point's.
+        headline, words, scale = (
+            ("test_accuracy", "test accuracy %", 100) if "test_accuracy" in summary else ("test_mse", "test MSE", 1)
+        )
+        mode = ("transductive, " if config["transductive"] else "non-transductive, ") if scale == 100 else ""
+        spread = f"{scale * summary[headline]:.2f} +- {scale * summary[headline + '_std_over_runs']:.2f} (std)"
+        rows.append((f"{words}, {mode}mean of {len(summary['runs'])} runs", spread))
+        for name, value in rows:
+            print(f"{name:<{max(len(n) for n, _ in rows)}}  {value}")
+        _print_sweep(summary, headline, words, percent=scale == 100)
+        return
     if "test_accuracy" in summary:
         # The configured mode first: it is the headline test_accuracy.
         modes = ("transductive", "non_transductive")

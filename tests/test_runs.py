@@ -32,6 +32,11 @@ RUNS = {
     "mmoe": ["mmoe", "--epochs", "4", "--batch-size", "500", "--experts", "3"],
     "continual": ["continual", "--strategy", "replay-ewc", "--buffer-size", "200", "--seeds", "2"],
 }  # fmt: skip
+# Several runs in one program: a state with a run axis, and each run's best epoch, resume as one run does.
+SEVERAL_RUNS = {
+    "maml-sweep": [*RUNS["maml"], "--seeds", "2", "--sweep", "inner-lr=0.001,0.01"],
+    "mmoe-sweep": [*RUNS["mmoe"], "--seeds", "2", "--sweep", "learning-rate=1e-3,1e-2"],
+}
 
 
 def _without_timing(value):
@@ -72,9 +77,9 @@ def _resumes_to_the_same_run(args: list[str], workdir: Path, whole: Path, capsys
     _assert_same_run(workdir, whole)
 
 
-@pytest.mark.parametrize("run", sorted(RUNS))
+@pytest.mark.parametrize("run", sorted(RUNS) + sorted(SEVERAL_RUNS))
 def test_killed_run_resumes_to_the_same_result_bit_for_bit(run, tmp_path, capsys):
-    args = [*RUNS[run], "--seed", "1", "--no-progress"]
+    args = [*{**RUNS, **SEVERAL_RUNS}[run], "--seed", "1", "--no-progress"]
     assert main([*args, "--workdir", str(tmp_path / "whole")]) == 0
 
     killed = tmp_path / "killed"

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from metajax.options import checked_fields, option
 from metajax.registry import FEW_SHOT_DATASETS, META_LEARNERS, MODELS
+from metajax.train.sweeps import check_sweep, sweepable_fields
 
 # The run's sizes: set by the user, else by the learner's preset for the dataset, else the dataset's default.
 SIZES = ("ways", "shots", "train_shots", "query_shots", "meta_batch", "meta_iters", "eval_tasks", "eval_chunk",
@@ -25,6 +26,8 @@ class MetaLearningConfig:
     hyperparameter dataclass. What is left unset takes the learner's preset
     for the dataset (its entry's ``presets``: the paper's settings), then the
     dataset's defaults (MAML's sizes), then the dataclasses' defaults.
+    ``seeds`` runs (and, with a ``sweep`` of the learner's real-valued options,
+    that many per point) train as one vmapped program (``metajax.train.sweeps``).
     """
 
     # Version 2: options per learner, dataset and model, and learners' own state types; workdirs of
@@ -63,7 +66,9 @@ class MetaLearningConfig:
         "workdir with it to score it again",
     )
     transductive: bool = option(False, "share batch-norm statistics across the query set")
-    seed: int = option(0, "the run's seed")
+    seed: int = option(0, "the run's seed (with --seeds N, runs take seeds seed .. seed + N - 1)")
+    seeds: int = option(1, "independent runs, trained together (vmapped)", minimum=1)
+    sweep: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     log_every: int | None = option(None, "meta-steps per logged (and compiled) chunk", minimum=1)
 
     def resolved(self) -> MetaLearningConfig:
@@ -99,9 +104,11 @@ class MetaLearningConfig:
         model_defaults = default_model_options if model_name == default_model else {}
         model, model_options = MODELS.resolve(model_name, {**model_defaults, **config.model_options})
 
+        sweepable = sweepable_fields((config, "the run"), (learner.options(algorithm_options), learner.name))
         config = dataclasses.replace(
             config,
             **filled,
+            sweep=check_sweep(config.sweep, sweepable),
             algorithm=learner.name,
             algorithm_options=algorithm_options,
             dataset_options=dataset_options,

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metajax.array_checks import check_array, check_key
@@ -34,20 +35,33 @@ def evaluate_tasks(
 
     ``evaluate_chunk`` samples ``chunk_size`` tasks from its key and scores them
     (one compiled, vmapped call); chunks keep memory bounded for thousands of
-    tasks. Returns per-task arrays of exactly ``num_tasks`` entries.
+    tasks. Returns per-task arrays of exactly ``num_tasks`` entries. Several
+    runs at once (``metajax.train.sweeps``): ``key`` is a key array ``[runs]``,
+    ``evaluate_chunk`` gets one key per run and returns ``{metric: [runs,
+    chunk_size]}``, and the result is ``[runs, num_tasks]`` (each run's chunks
+    drawn from its own key, as it alone would).
     """
-    check_key("key", key)
+    runs = None
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:
+        runs = key.shape[0]
+    else:
+        check_key("key", key)
     if num_tasks < 1 or chunk_size < 1:
         raise ValueError(f"num_tasks and chunk_size must be positive, got {num_tasks} and {chunk_size}")
+    expected, words = ((chunk_size,), "[chunk_size]") if runs is None else ((runs, chunk_size), "[runs, chunk_size]")
     chunks = []
     for index in range(-(-num_tasks // chunk_size)):
-        chunk = to_host(evaluate_chunk(jax.random.fold_in(key, index)))
+        if runs is None:
+            chunk_key = jax.random.fold_in(key, index)
+        else:
+            chunk_key = jax.vmap(jax.random.fold_in, (0, None))(key, index)
+        chunk = to_host(evaluate_chunk(chunk_key))
         for name, values in chunk.items():  # One score per task: a wrong length would be cut silently below.
-            check_array(f"evaluate_chunk's {name!r}", values, (chunk_size,), "[chunk_size]")
+            check_array(f"evaluate_chunk's {name!r}", values, expected, words)
         chunks.append(chunk)
         if progress is not None:
             progress(chunk_size)
-    return {name: np.concatenate([c[name] for c in chunks])[:num_tasks] for name in chunks[0]}
+    return {name: np.concatenate([c[name] for c in chunks], axis=-1)[..., :num_tasks] for name in chunks[0]}
 
 
 def sample_and_evaluate(

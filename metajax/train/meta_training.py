@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 from metajax.train.run_info import progress_bar, report, run_metadata
 from metajax.train.sharding import device_mesh, is_primary_process, place_replicated, shard_leading_axis, to_host
+from metajax.train.sweeps import by_point, run_grid, traced_build, with_values
 
 
 def load_data(config: MetaLearningConfig):
@@ -33,8 +35,8 @@ def build(config: MetaLearningConfig, data):
     The test sampler takes the support shots as an optional second argument
     (default: the config's), for scoring one trained run at several shot counts.
 
-    The learner comes as ``learner(transductive) -> MetaLearner`` so that one run
-    can be scored in both evaluation modes. Learners registered with
+    The learner comes as ``learner(transductive, values=None) -> MetaLearner`` so that one run
+    can be scored in both evaluation modes (``values``: a run's swept hyperparameters). Learners registered with
     ``trains_on_queries=False`` (Reptile) meta-train on support sets alone.
     """
     learner_entry = META_LEARNERS.get(config.algorithm)
@@ -53,7 +55,7 @@ def build(config: MetaLearningConfig, data):
 
     options = learner_entry.options(config.algorithm_options)
 
-    def learner(transductive: bool):
+    def learner(transductive: bool, values: Mapping[str, Any] | None = None):
         context = MetaContext(
             apply_fn=model.apply,
             loss_fn=data.loss_fn,
@@ -62,7 +64,8 @@ def build(config: MetaLearningConfig, data):
             meta_iters=config.meta_iters,
             transductive=transductive,
         )
-        return learner_entry.build(options, context)
+        values = values or {}  # A run's swept hyperparameters, traced inside a vmapped program.
+        return traced_build(lambda: learner_entry.build(with_values(options, values), context), list(values))
 
     return model, example, learner, train_sampler, test_sampler
 
@@ -101,7 +104,7 @@ def train_and_evaluate(
     classification = FEW_SHOT_DATASETS.get(config.dataset).trait("classes")
     data = load_data(config)
     model, example, make_learner, train_sampler, test_sampler = build(config, data)
-    learner = make_learner(config.transductive)
+    make_learner(config.transductive)  # Its errors before any compilation.
     train_bank, test_bank = data.train, data.test
     train_sampler(train_bank)  # Validates the ways and shots against the classes present.
     for shots in (config.shots, *config.also_eval_shots):
@@ -111,13 +114,24 @@ def train_and_evaluate(
     if dry_run:  # Everything above validated the arguments and the data.
         return dry_run_summary(config)
 
-    key = jax.random.key(config.seed)
-    init_key, train_key, eval_key = jax.random.split(key, 3)
-    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
-    state = jax.jit(lambda key, x: learner.init(model.init(key, x)))(init_key, example)
+    grid = run_grid(config.sweep, config.seeds)  # Runs: sweep points x seeds, point-major.
+    several = grid.size > 1  # Then every array of the state has a leading run axis.
+    run_values = grid.values()
 
-    @partial(jax.jit, static_argnames="num_steps", donate_argnums=0)
-    def train_chunk(state, bank, num_steps):
+    def over_runs(fn, in_axes):
+        """``fn`` vmapped over the run axis of the arguments ``in_axes`` marks 0, when there are several runs."""
+        return jax.vmap(fn, in_axes=in_axes) if several else fn
+
+    # Run r trains as a lone run of seed ``seed + its seed index`` would (the same keys).
+    seeds = grid.seed_indices() + config.seed if several else np.asarray(config.seed)
+    keys = over_runs(lambda seed: jax.random.split(jax.random.key(seed), 3), (0,))(jnp.asarray(seeds))
+    init_key, train_key, eval_key = keys[..., 0], keys[..., 1], keys[..., 2]
+    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
+    state = jax.jit(over_runs(lambda key, x, values: make_learner(config.transductive, values).init(model.init(key, x)),
+                              (0, None, 0)))(init_key, example, run_values)  # fmt: skip
+
+    def run_chunk(state, bank, train_key, values, num_steps):
+        learner = make_learner(config.transductive, values)
         sample = train_sampler(bank)
 
         def one_step(state, step_key):
@@ -129,6 +143,11 @@ def train_and_evaluate(
         steps = state.step + jnp.arange(num_steps)
         return jax.lax.scan(one_step, state, jax.vmap(jax.random.fold_in, (None, 0))(train_key, steps))
 
+    @partial(jax.jit, static_argnames="num_steps", donate_argnums=0)
+    def train_chunk(state, bank, train_key, values, num_steps):
+        chunk = over_runs(lambda state, key, values: run_chunk(state, bank, key, values, num_steps), (0, 0, 0))
+        return chunk(state, train_key, values)
+
     training_loss = learner_entry.trait("training_loss", "query_loss")  # The step metric shown as the loss.
     schedules = learner_entry.trait("schedules", ())  # Reported where a chunk ends, not as its mean.
     # About 20 printed lines per run, whatever its length; metrics.jsonl has every chunk.
@@ -138,35 +157,42 @@ def train_and_evaluate(
     def train(state, progress, done):
         num_steps = min(config.log_every, config.meta_iters - done)
         chunk_start = time.perf_counter()
-        state, metrics = train_chunk(state, train_bank, num_steps)
-        metrics = to_host(metrics)
+        state, metrics = train_chunk(state, train_bank, train_key, run_values, num_steps)
+        metrics = to_host(metrics)  # {name: [steps]}, or [runs, steps]
         elapsed = time.perf_counter() - chunk_start
         clock.tick(progress, elapsed, num_steps)
         for name, values in metrics.items():
             if not np.all(np.isfinite(values)):
-                bad_step = done + int(np.argmin(np.isfinite(values)))
+                bad_step = done + int(np.argmin(np.isfinite(values).all(axis=0) if several else np.isfinite(values)))
+                in_run = f" in run {int(np.argmin(np.isfinite(values).all(axis=-1)))}" if several else ""
                 return Unit(
                     state,
                     num_steps,
-                    diverged=f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}",
+                    diverged=f"meta-training {name} became {values[~np.isfinite(values)][0]} at step {bad_step}"
+                    f"{in_run}",
                 )
-        record = {"step": done + num_steps}  # Means over the chunk, except schedules.
-        record.update(
-            {name: float(values[-1] if name in schedules else values.mean()) for name, values in metrics.items()}
-        )
-        record["tasks_per_second"] = num_steps * config.meta_batch / elapsed
+
+        def summed(name, values):  # Means over the chunk, except schedules; one per run.
+            value = values[..., -1] if name in schedules else values.mean(axis=-1)
+            return value.tolist() if several else float(value)
+
+        record = {"step": done + num_steps}
+        record.update({name: summed(name, values) for name, values in metrics.items()})
+        record["tasks_per_second"] = num_steps * config.meta_batch * grid.size / elapsed
         if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
             shown = "  ".join(
-                f"{name} {value:.4f}" for name, value in record.items() if name not in ("step", "tasks_per_second")
+                f"{name} {np.mean(value):.4f}"  # The mean over runs, when several.
+                for name, value in record.items()
+                if name not in ("step", "tasks_per_second")
             )
             report(f"step {record['step']}/{config.meta_iters}  {shown}  tasks/s {record['tasks_per_second']:.1f}")
         progress["last_record"] = record
-        postfix = {"loss": f"{record[training_loss]:.4f}", "tasks_s": f"{record['tasks_per_second']:.0f}"}
+        postfix = {"loss": f"{np.mean(record[training_loss]):.4f}", "tasks_s": f"{record['tasks_per_second']:.0f}"}
         return Unit(state, num_steps, record=record, postfix=postfix)
 
     loop = Loop(
         total=config.meta_iters,
-        done=lambda state, progress: int(state.step),
+        done=lambda state, progress: int(np.asarray(state.step).reshape(-1)[0]),  # Every run's step is the same.
         position=lambda step: f"at step {step} of {config.meta_iters}",
         log_field="step",
         description="meta-training",
@@ -191,18 +217,20 @@ def train_and_evaluate(
     # the configured one is the headline. Regression has no batch norm. Every
     # shot count is scored on the same trained weights.
     modes = [config.transductive, not config.transductive] if classification else [config.transductive]
-    scores: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    scores: dict[int, dict[str, dict[str, np.ndarray]]] = {}  # {shots: {mode: {metric: [(runs,) tasks]}}}
     for shots in dict.fromkeys((config.shots, *config.also_eval_shots)):
         scores[shots] = {}
         for transductive in modes:
-            evaluate_chunk = jax.jit(
-                sample_and_evaluate(
-                    make_learner(transductive).evaluate,
+
+            def evaluate_run(state, key, values, transductive=transductive, shots=shots):
+                return sample_and_evaluate(
+                    make_learner(transductive, values).evaluate,
                     test_sampler(test_bank, shots),
                     config.eval_chunk,
                     place=lambda tasks: shard_leading_axis(tasks, mesh),
-                )
-            )
+                )(state, key)
+
+            evaluate_chunk = jax.jit(over_runs(evaluate_run, (0, 0, 0)))
             mode = _mode_name(transductive)
             eval_bar = progress_bar(
                 show=show_progress,
@@ -212,14 +240,13 @@ def train_and_evaluate(
             )
             # The same key in every mode: the same test classes and inner mini-batches.
             scores[shots][mode] = evaluate_tasks(
-                lambda k, evaluate_chunk=evaluate_chunk: evaluate_chunk(state, k),
+                lambda k, evaluate_chunk=evaluate_chunk: evaluate_chunk(state, k, run_values),
                 key=eval_key,
                 num_tasks=config.eval_tasks,
                 chunk_size=config.eval_chunk,
                 progress=eval_bar.update,
             )
             eval_bar.close()
-    headline = scores[config.shots][_mode_name(config.transductive)]
     for shots, shot_scores in scores.items():
         for mode, mode_scores in shot_scores.items():
             diverged = int(np.sum(~np.isfinite(mode_scores["loss"])))
@@ -227,44 +254,71 @@ def train_and_evaluate(
                 where = f"{shots}-shot{', ' + mode.replace('_', '-') if len(shot_scores) > 1 else ''}"
                 raise TrainingDiverged(
                     f"evaluation ({where}): the query loss is not finite on {diverged} of "
-                    f"{config.eval_tasks} test tasks, so adaptation diverged (an inner step size, or a count of "
-                    "evaluation inner steps, too large?)"
+                    f"{config.eval_tasks * grid.size} test tasks, so adaptation diverged (an inner step size, or a "
+                    "count of evaluation inner steps, too large?)"
                 )
 
     summary: dict[str, Any] = {
         "algorithm": config.algorithm,
         **run_metadata(config),
-        "meta_iters_done": int(state.step),
-        "meta_tasks_per_second": clock.rate(progress, config.meta_iters) * config.meta_batch,
+        "meta_iters_done": loop.done(state, progress),
+        "meta_tasks_per_second": clock.rate(progress, config.meta_iters) * config.meta_batch * grid.size,
         "train_seconds": train_seconds,
         "final_training_loss": record[training_loss],
     }
+    if not several:
+        summary.update(_test_figures(scores, config, classification))
+    else:  # Each run's figures, each sweep point's mean and std over its seeds, and the mean over every run.
+        per_run = [
+            _test_figures(jax.tree.map(lambda a, r=run: a[r], scores), config, classification)
+            for run in range(grid.size)
+        ]
+        headline = "test_accuracy" if classification else "test_mse"
+        summary["runs"] = [
+            {**grid.describe(run), "final_training_loss": record[training_loss][run], **figures}
+            for run, figures in enumerate(per_run)
+        ]
+        summary[headline] = float(np.mean([figures[headline] for figures in per_run]))
+        summary[f"{headline}_std_over_runs"] = float(np.std([figures[headline] for figures in per_run]))
+        if config.sweep:
+            summary["sweep"] = by_point(grid, {headline: [figures[headline] for figures in per_run]})
+    if not classification and data.plot is not None:
+        summary["plot"] = str(workdir / f"{config.dataset}_fits.png")
+        if primary:  # Host copies of the weights: the plot's computations stay on this process.
+            title = f"{config.algorithm} on {config.dataset} after {config.meta_iters} meta-iterations"
+            if several:
+                title += " (run 0)"
+            first = jax.tree.map(lambda a: a[0], to_host(state)) if several else to_host(state)
+            data.plot(
+                model.apply, make_learner(config.transductive, grid.points[0]), first, shots=config.shots,
+                seed=config.seed, path=Path(summary["plot"]), title=title,
+            )  # fmt: skip
+    write_summary(workdir, summary)
+    return summary
+
+
+def _test_figures(scores, config: MetaLearningConfig, classification: bool) -> dict[str, Any]:
+    """One run's test figures from its per-task scores ``{shots: {mode: {metric: [tasks]}}}``: the
+    headline with its 95% CI, each evaluation mode's, and each shot count's."""
+    figures: dict[str, Any] = {}
+    headline = scores[config.shots][_mode_name(config.transductive)]
     if classification:
-        summary["test_accuracy"], summary["test_accuracy_ci95"] = mean_and_ci95(headline["accuracy"])
+        figures["test_accuracy"], figures["test_accuracy_ci95"] = mean_and_ci95(headline["accuracy"])
         for mode, mode_scores in scores[config.shots].items():
-            summary[f"test_accuracy_{mode}"], summary[f"test_accuracy_{mode}_ci95"] = mean_and_ci95(
+            figures[f"test_accuracy_{mode}"], figures[f"test_accuracy_{mode}_ci95"] = mean_and_ci95(
                 mode_scores["accuracy"]
             )
         if config.also_eval_shots:
-            summary["test_accuracy_by_shots"] = {str(shots): {} for shots in scores}
+            figures["test_accuracy_by_shots"] = {str(shots): {} for shots in scores}
             for shots, shot_scores in scores.items():
                 for mode, mode_scores in shot_scores.items():
                     accuracy, ci95 = mean_and_ci95(mode_scores["accuracy"])
-                    summary["test_accuracy_by_shots"][str(shots)].update({mode: accuracy, f"{mode}_ci95": ci95})
+                    figures["test_accuracy_by_shots"][str(shots)].update({mode: accuracy, f"{mode}_ci95": ci95})
     else:
-        summary["test_mse"], summary["test_mse_ci95"] = mean_and_ci95(headline["loss"])
+        figures["test_mse"], figures["test_mse_ci95"] = mean_and_ci95(headline["loss"])
         if config.also_eval_shots:
-            summary["test_mse_by_shots"] = {}
+            figures["test_mse_by_shots"] = {}
             for shots, shot_scores in scores.items():
                 mse, ci95 = mean_and_ci95(shot_scores[_mode_name(config.transductive)]["loss"])
-                summary["test_mse_by_shots"][str(shots)] = {"mse": mse, "mse_ci95": ci95}
-        if data.plot is not None:
-            summary["plot"] = str(workdir / f"{config.dataset}_fits.png")
-            if primary:  # Host copies of the weights: the plot's computations stay on this process.
-                title = f"{config.algorithm} on {config.dataset} after {config.meta_iters} meta-iterations"
-                data.plot(
-                    model.apply, learner, to_host(state), shots=config.shots, seed=config.seed,
-                    path=Path(summary["plot"]), title=title,
-                )  # fmt: skip
-    write_summary(workdir, summary)
-    return summary
+                figures["test_mse_by_shots"][str(shots)] = {"mse": mse, "mse_ci95": ci95}
+    return figures

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from metajax.options import checked_fields, option, options_read_by
 from metajax.registry import MULTITASK_DATASETS, MULTITASK_MODELS, MULTITASK_WEIGHTINGS
+from metajax.train.sweeps import check_sweep, sweepable_fields
 
 # The run's settings: set by the user, else by the dataset's preset.
 PRESET_FIELDS = ("learning_rate", "epochs", "batch_size")
@@ -24,7 +25,10 @@ class MultiTaskConfig:
     ``weighting_options`` set fields of the entry's own hyperparameter
     dataclass. Model options left unset take the dataset's preset where it has
     one (census: experts of 4 units, as keras-mmoe), else the model's defaults
-    (keras-mmoe's synthetic settings). The optimizer is Adam.
+    (keras-mmoe's synthetic settings). The optimizer is Adam. ``seeds`` runs
+    (and, with a ``sweep`` of ``learning_rate`` or the weighting's real-valued
+    options, that many per point) train on the data of ``data_seed`` as one vmapped
+    program, each keeping its own best epoch (``metajax.train.sweeps``).
     """
 
     # Version 3: datasets and models by registered name with their own options (version 2: weightings).
@@ -42,7 +46,10 @@ class MultiTaskConfig:
     learning_rate: float | None = option(None, "Adam's learning rate (default: the dataset's preset)", above=0)
     epochs: int | None = option(None, "epochs of training (default: the dataset's preset)", minimum=1)
     batch_size: int | None = option(None, "examples per step (default: the dataset's preset)", minimum=1)
-    seed: int = option(0, "the run's seed (and the split of census rows)")
+    seed: int = option(0, "the run's seed (with --seeds N, runs take seeds seed .. seed + N - 1)")
+    data_seed: int | None = option(None, "seed of the synthetic data and of the census split (default: --seed)")
+    seeds: int = option(1, "independent runs on the same data, trained together (vmapped)", minimum=1)
+    sweep: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
     def resolved(self) -> MultiTaskConfig:
         """This config with every ``None`` replaced by the dataset's preset and every option filled in,
@@ -56,10 +63,14 @@ class MultiTaskConfig:
         defaults = dataset.trait("defaults", {})
         filled = {name: getattr(config, name) if getattr(config, name) is not None else defaults[name]
                   for name in PRESET_FIELDS}  # fmt: skip
+        filled["data_seed"] = config.seed if config.data_seed is None else config.data_seed
+        filled_config = checked_fields(dataclasses.replace(config, **filled))
+        sweepable = sweepable_fields((filled_config, "the run"), (weighting.options(weighting_options), weighting.name))
         return checked_fields(
             dataclasses.replace(
                 config,
                 **filled,
+                sweep=check_sweep(config.sweep, sweepable),
                 dataset=dataset.name,
                 dataset_options=dataset_options,
                 model=model.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from metajax.train.engine import Loop, SteadyClock, Unit, dry_run_summary, start
 from metajax.train.multitask_config import MultiTaskConfig
 from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, place_replicated, shard_leading_axis, to_host
+from metajax.train.sweeps import by_point, run_grid, traced_build, with_values
 
 
 def build_model(config: MultiTaskConfig, num_tasks: int) -> nn.Module:
@@ -32,25 +34,39 @@ def build_model(config: MultiTaskConfig, num_tasks: int) -> nn.Module:
 def load_dataset(config: MultiTaskConfig) -> MultiTaskDataset:
     """The dataset ``config.dataset`` names, loaded (``config`` resolved)."""
     entry = MULTITASK_DATASETS.get(config.dataset)
-    return entry.build(entry.options(config.dataset_options), data_dir=config.data_dir, seed=config.seed)
+    return entry.build(entry.options(config.dataset_options), data_dir=config.data_dir, seed=config.data_seed)
 
 
-def build_trainer(config: MultiTaskConfig, model: nn.Module, dataset: MultiTaskDataset, place_batch=None):
-    """The trainer of ``model`` on ``dataset``'s tasks with the configured weighting and Adam."""
+def build_trainer(
+    config: MultiTaskConfig,
+    model: nn.Module,
+    dataset: MultiTaskDataset,
+    place_batch=None,
+    values: Mapping[str, Any] | None = None,
+):
+    """The trainer of ``model`` on ``dataset``'s tasks with the configured weighting and Adam; ``values``: a
+    run's swept hyperparameters (``learning_rate`` or the weighting's), traced inside a vmapped program."""
     (task_kind,) = set(dataset.task_kinds)
     num_tasks = len(dataset.task_names)
+    values = values or {}
+    learning_rate = values.get("learning_rate", config.learning_rate)
     entry = MULTITASK_WEIGHTINGS.get(config.weighting)
-    weighting = entry.build(entry.options(config.weighting_options), WeightingContext(num_tasks, config.learning_rate))
-    return multitask_trainer(
-        model.apply,
-        num_tasks,
-        optimizer=optax.adam(config.learning_rate),
-        task_loss=task_kind,
-        weighting=weighting,
-        shared_parameters=getattr(model, "shared_parameters", None),  # The model's declared split.
-        batch_size=config.batch_size,
-        place_batch=place_batch,
-    )
+
+    def build():
+        options = with_values(entry.options(config.weighting_options), values)
+        weighting = entry.build(options, WeightingContext(num_tasks, learning_rate))
+        return multitask_trainer(
+            model.apply,
+            num_tasks,
+            optimizer=optax.adam(learning_rate),
+            task_loss=task_kind,
+            weighting=weighting,
+            shared_parameters=getattr(model, "shared_parameters", None),  # The model's declared split.
+            batch_size=config.batch_size,
+            place_batch=place_batch,
+        )
+
+    return traced_build(build, list(values))
 
 
 def train_and_evaluate(
@@ -88,19 +104,42 @@ def train_and_evaluate(
 
     model = build_model(config, len(dataset.task_names))
     mesh = device_mesh(devices)
-    trainer = build_trainer(config, model, dataset, place_batch=lambda batch: shard_leading_axis(batch, mesh))
-    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+
+    def trainer_for(values=None):
+        return build_trainer(config, model, dataset, lambda batch: shard_leading_axis(batch, mesh), values)
+
+    trainer_for()  # Its errors before any compilation.
+    grid = run_grid(config.sweep, config.seeds)  # Runs: sweep points x seeds, point-major.
+    several = grid.size > 1  # Then the state, and the best parameters, have a leading run axis.
+    run_values = grid.values()
+
+    def over_runs(fn, in_axes):
+        return jax.vmap(fn, in_axes=in_axes) if several else fn
+
+    # Run r trains as a lone run with --seed seed + its seed index and the same --data-seed would.
+    seeds = grid.seed_indices() + config.seed if several else np.asarray(config.seed)
+    keys = over_runs(lambda seed: jax.random.split(jax.random.key(seed)), (0,))(jnp.asarray(seeds))
+    init_key, train_key = keys[..., 0], keys[..., 1]
     # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
-    state = jax.jit(lambda key, x: trainer.init(model.init(key, x)))(init_key, train_data.x[:1])
+    state = jax.jit(over_runs(lambda key, x, values: trainer_for(values).init(model.init(key, x)), (0, None, 0)))(
+        init_key, train_data.x[:1], run_values
+    )
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_epoch(state, data, epoch):  # The epoch's key derived inside the program, not op by op before it.
-        return trainer.train_epoch(state, data, key=jax.random.fold_in(train_key, epoch))
+    def train_epoch(state, data, train_key, values, epoch):  # The epoch's key derived inside the program.
+        def one_run(state, key, values):
+            return trainer_for(values).train_epoch(state, data, key=jax.random.fold_in(key, epoch))
+
+        return over_runs(one_run, (0, 0, 0))(state, train_key, values)
 
     predict = jax.jit(model.apply)
 
     def score(params, split):
+        split = getattr(dataset, split) if isinstance(split, str) else split
         return score_split(predict, params, split, dataset.task_names, dataset.task_kinds)
+
+    def run_params(params, run):
+        return jax.tree.map(lambda a: a[run], params) if several else params
 
     if dry_run:  # Everything above validated the arguments and the data.
         return dry_run_summary(config)
@@ -111,27 +150,57 @@ def train_and_evaluate(
         state, best_params = carry["state"], carry["best_params"]
         epoch = done + 1
         epoch_start = time.perf_counter()
-        state, metrics = train_epoch(state, train_data, np.uint32(epoch))
-        metrics = to_host(metrics)
+        state, metrics = train_epoch(state, train_data, train_key, run_values, np.uint32(epoch))
+        metrics = to_host(metrics)  # [tasks], or [runs, tasks]
         elapsed = time.perf_counter() - epoch_start
         clock.tick(progress, elapsed, 1)
         if not np.all(np.isfinite(metrics["task_losses"])):
             return Unit(carry, 1, diverged=f"training loss became {metrics['task_losses']} in epoch {epoch}")
-        validation = score(state.params, dataset.validation)
-        value = headline(validation, dataset.task_kinds)
-        if value > (-np.inf if progress["best_value"] is None else progress["best_value"]):
-            progress.update(best_value=float(value), best_epoch=epoch, best_validation=validation)
+        # Each run keeps the parameters of its own best validation epoch.
+        validations = [score(run_params(state.params, run), dataset.validation) for run in range(grid.size)]
+        bests = progress["best_value"] if several else [progress["best_value"]]
+        improved = [
+            headline(v, dataset.task_kinds) > (-np.inf if best is None else best)
+            for v, best in zip(validations, bests, strict=True)
+        ]
+        if several:
+            for run in np.flatnonzero(improved):
+                progress["best_value"][run] = float(headline(validations[run], dataset.task_kinds))
+                progress["best_epoch"][run], progress["best_validation"][run] = epoch, validations[run]
+            mask = jnp.asarray(improved)
+            best_params = jax.tree.map(
+                lambda best, new: jnp.where(mask.reshape(-1, *[1] * (new.ndim - 1)), new, best),
+                best_params,
+                state.params,
+            )
+        elif improved[0]:
+            value = float(headline(validations[0], dataset.task_kinds))
+            progress.update(best_value=value, best_epoch=epoch, best_validation=validations[0])
             best_params = jax.tree.map(jnp.copy, state.params)
+
+        def by_task(values):  # {task: value}, or {task: [one per run]}
+            return dict(zip(dataset.task_names, np.asarray(values).T.tolist(), strict=True))
+
+        validation_tasks = (
+            {
+                task: {metric: [v["tasks"][task][metric] for v in validations] for metric in scores}
+                for task, scores in validations[0]["tasks"].items()
+            }  # fmt: skip
+            if several
+            else validations[0]["tasks"]
+        )
         record = {
             "epoch": epoch,
-            "step": int(state.step),
-            "train_task_losses": dict(zip(dataset.task_names, map(float, metrics["task_losses"]), strict=True)),
-            "task_weights": dict(zip(dataset.task_names, map(float, metrics["task_weights"]), strict=True)),
-            "validation": validation["tasks"],
-            "examples_per_second": steps_per_epoch * config.batch_size / elapsed,
+            "step": int(np.asarray(state.step).reshape(-1)[0]),
+            "train_task_losses": by_task(metrics["task_losses"]),
+            "task_weights": by_task(metrics["task_weights"]),
+            "validation": validation_tasks,
+            "examples_per_second": steps_per_epoch * config.batch_size * grid.size / elapsed,
         }
         progress["epoch"] = epoch
-        postfix = {name: f"{scores.get('auc', scores['loss']):.4f}" for name, scores in validation["tasks"].items()}
+        postfix = {
+            name: f"{np.mean(scores.get('auc', scores['loss'])):.4f}" for name, scores in validation_tasks.items()
+        }
         return Unit({"state": state, "best_params": best_params}, 1, record=record, postfix=postfix)
 
     loop = Loop(
@@ -145,10 +214,12 @@ def train_and_evaluate(
     # Everything beyond the state that the summary needs, carried across a resumption.
     progress = {"epoch": 0, "best_value": None, "best_epoch": 0, "best_validation": None, "steady_seconds": 0.0,
                 "steady_epochs": 0, "train_seconds": 0.0}  # fmt: skip
+    if several:  # One best epoch per run.
+        progress.update(best_value=[None] * grid.size, best_epoch=[0] * grid.size, best_validation=[None] * grid.size)
     carry, progress = train_loop(
         workdir,
         config,
-        {"state": state, "best_params": state.params},
+        {"state": state, "best_params": jax.tree.map(jnp.copy, state.params)},  # Not the donated arrays.
         progress,
         loop,
         train,
@@ -158,28 +229,65 @@ def train_and_evaluate(
         place=lambda carry: {**carry, "state": place_replicated(carry["state"], mesh)},
     )
     state, best_params = carry["state"], carry["best_params"]
-    best_epoch, best_validation = progress["best_epoch"], progress["best_validation"]
+    data = {
+        "train_examples": int(dataset.train.x.shape[0]),
+        "validation_examples": int(dataset.validation.x.shape[0]),
+        "test_examples": int(dataset.test.x.shape[0]),
+        "features": int(dataset.train.x.shape[1]),
+        "tasks": list(dataset.task_names),
+    }
+    summary: dict[str, Any] = {"model": config.model, **run_metadata(config), "data": data}
+    if not several:
+        summary.update(_run_figures(score, best_params, state.params, progress["best_epoch"],
+                                    progress["best_validation"]))  # fmt: skip
+    else:  # Each run's figures, each sweep point's mean and std over its seeds, and the mean over every run.
+        runs = [
+            {
+                **grid.describe(run),
+                **_run_figures(
+                    score,
+                    run_params(best_params, run),
+                    run_params(state.params, run),
+                    progress["best_epoch"][run],
+                    progress["best_validation"][run],
+                ),
+            }  # fmt: skip
+            for run in range(grid.size)
+        ]
+        headlines = {  # "income_auc": [one per run], ...
+            f"{task}_{metric}": [run["tasks"][task][metric] for run in runs]
+            for task, scores in runs[0]["tasks"].items()
+            for metric in scores
+            if metric in ("auc", "mse")
+        }
+        summary["tasks"] = {
+            task: {metric: float(np.mean([run["tasks"][task][metric] for run in runs])) for metric in scores}
+            for task, scores in runs[0]["tasks"].items()
+        }
+        summary["tasks_std_over_runs"] = {
+            task: {metric: float(np.std([run["tasks"][task][metric] for run in runs])) for metric in scores}
+            for task, scores in runs[0]["tasks"].items()
+        }
+        summary["runs"] = runs
+        if config.sweep:
+            summary["sweep"] = by_point(grid, headlines)
+    summary["examples_per_second"] = (
+        clock.rate(progress, config.epochs) * steps_per_epoch * config.batch_size * grid.size
+    )
+    summary["train_seconds"] = progress["train_seconds"]
+    write_summary(workdir, summary)
+    return summary
 
-    test = score(best_params, dataset.test)
-    final_test = score(state.params, dataset.test)
-    summary: dict[str, Any] = {
-        "model": config.model,
-        **run_metadata(config),
-        "data": {
-            "train_examples": int(dataset.train.x.shape[0]),
-            "validation_examples": int(dataset.validation.x.shape[0]),
-            "test_examples": int(dataset.test.x.shape[0]),
-            "features": int(dataset.train.x.shape[1]),
-            "tasks": list(dataset.task_names),
-        },
+
+def _run_figures(score, best_params, final_params, best_epoch: int, best_validation) -> dict[str, Any]:
+    """One run's figures: test scores with its best validation epoch's parameters, and with its last's."""
+    test = score(best_params, "test")
+    figures = {
         "best_epoch": best_epoch,
         "tasks": test["tasks"],
         "validation_tasks": best_validation["tasks"],
-        "final_epoch_tasks": final_test["tasks"],
-        "examples_per_second": clock.rate(progress, config.epochs) * steps_per_epoch * config.batch_size,
-        "train_seconds": progress["train_seconds"],
+        "final_epoch_tasks": score(final_params, "test")["tasks"],
     }
     if "mean_gate_weights" in test:
-        summary["mean_gate_weights"] = test["mean_gate_weights"]
-    write_summary(workdir, summary)
-    return summary
+        figures["mean_gate_weights"] = test["mean_gate_weights"]
+    return figures
