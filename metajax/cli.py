@@ -256,7 +256,10 @@ def _print_meta_table(summary: dict) -> None:
             ("test_accuracy", "test accuracy %", 100) if "test_accuracy" in summary else ("test_mse", "test MSE", 1)
         )
         mode = ("transductive, " if config["transductive"] else "non-transductive, ") if scale == 100 else ""
-        spread = f"{scale * summary[headline]:.2f} +- {scale * summary[headline + '_std_over_runs']:.2f} (std)"
+        digits = 2 if scale == 100 else 4
+        spread = (
+            f"{scale * summary[headline]:.{digits}f} +- {scale * summary[headline + '_std_over_runs']:.{digits}f} (std)"
+        )
         rows.append((f"{words}, {mode}mean of {len(summary['runs'])} runs", spread))
         for name, value in rows:
             print(f"{name:<{max(len(n) for n, _ in rows)}}  {value}")

@@ -388,7 +388,7 @@ def _numbers(value, prefix=""):
 
 
 # The jitted programs a run calls again and again (the same shapes each time).
-REPEATED_PROGRAMS = {"maml": ["train_chunk"], "mmoe": ["train_epoch"], "continual": ["train_runs", "run"]}
+REPEATED_PROGRAMS = {"maml": ["train_chunk"], "mmoe": ["train_epoch"], "continual": ["train_runs", "accuracy_of_runs"]}
 
 
 class _CompileCounter(logging.Handler):

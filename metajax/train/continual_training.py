@@ -182,6 +182,7 @@ def train_and_evaluate(
 
         return vmap_runs(train_one, (0, 0, 0))(states, step_keys, values)
 
+    @jax.jit
     def accuracy_of_runs(states, values, *test):
         return vmap_runs(
             lambda state, values, *test: build_learner(config, model, stream, values).accuracy(state, *test),
@@ -189,7 +190,10 @@ def train_and_evaluate(
         )(states, values, *test)
 
     train_experience = jax.jit(train_runs)
-    accuracy = jax.jit(lambda states, *test: accuracy_of_runs(states, run_values, *test))
+
+    def accuracy(states, *test):
+        return accuracy_of_runs(states, run_values, *test)
+
     initial_accuracy = to_host(accuracy(state, *test))  # [runs, experiences], for FWT
 
     if dry_run:  # Everything above validated the arguments and the data.

@@ -116,7 +116,7 @@ def train_and_evaluate(
 
     grid = run_grid(config.sweep, config.seeds)  # Runs: sweep points x seeds, point-major.
     several = grid.size > 1  # Then every array of the state has a leading run axis.
-    run_values = grid.values()
+    run_values = grid.values(squeeze_lone=True)
 
     def over_runs(fn, in_axes):
         """``fn`` vmapped over the run axis of the arguments ``in_axes`` marks 0, when there are several runs."""

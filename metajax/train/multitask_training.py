@@ -111,7 +111,7 @@ def train_and_evaluate(
     trainer_for()  # Its errors before any compilation.
     grid = run_grid(config.sweep, config.seeds)  # Runs: sweep points x seeds, point-major.
     several = grid.size > 1  # Then the state, and the best parameters, have a leading run axis.
-    run_values = grid.values()
+    run_values = grid.values(squeeze_lone=True)
 
     def over_runs(fn, in_axes):
         return jax.vmap(fn, in_axes=in_axes) if several else fn

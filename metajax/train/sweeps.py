@@ -92,10 +92,12 @@ class RunGrid(NamedTuple):
     def size(self) -> int:
         return len(self.points) * self.seeds
 
-    def values(self) -> dict[str, jax.Array]:
-        """``{name: [runs]}`` float32 arrays: each run's value of each swept hyperparameter."""
+    def values(self, *, squeeze_lone: bool = False) -> dict[str, jax.Array]:
+        """``{name: [runs]}`` float32 arrays: each run's value of each swept hyperparameter (with
+        ``squeeze_lone``, scalars when there is one run, whose state has no run axis)."""
         names = list(self.points[0])
-        return {name: jnp.asarray([p[name] for p in self.points for _ in range(self.seeds)]) for name in names}
+        values = {name: jnp.asarray([p[name] for p in self.points for _ in range(self.seeds)]) for name in names}
+        return {name: v[0] for name, v in values.items()} if squeeze_lone and self.size == 1 else values
 
     def seed_indices(self) -> np.ndarray:
         """Each run's seed index, 0 to ``seeds - 1`` (the same seeds at every point)."""
