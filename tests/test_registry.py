@@ -10,7 +10,15 @@ import pytest
 
 from metajax.cli import main
 from metajax.options import option, resolve_options
-from metajax.registry import CONTINUAL_STRATEGIES, META_LEARNERS, MODELS, MULTITASK_WEIGHTINGS, Registry, UnknownName
+from metajax.registry import (
+    CONTINUAL_STRATEGIES,
+    META_LEARNERS,
+    MODELS,
+    MULTITASK_MODELS,
+    MULTITASK_WEIGHTINGS,
+    Registry,
+    UnknownName,
+)
 from metajax.train.continual_config import ContinualConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -94,13 +102,16 @@ def test_metajax_list_shows_every_entry_with_its_description(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     names = ("der++", "replay", "ewc", "split-mnist", "permuted-mnist", "conv4", "mlp", "dwa", "mgda", "pcgrad",
-             "r2d2", "reptile", "maml", "protonets", "omniglot", "sinusoid")  # fmt: skip
+             "r2d2", "reptile", "maml", "protonets", "omniglot", "sinusoid", "mmoe", "shared-bottom", "ple",
+             "synthetic", "census")  # fmt: skip
     for name in names:
         assert f"    {name} " in text
     for citation in ("Buzzega et al. 2020", "Bertinetto et al. 2019", "Liu et al. 2019", "Sener & Koltun 2018"):
         assert citation in text
     assert main(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
+    assert {row["name"] for row in listed["multi-task"]["multi-task model"]} == set(MULTITASK_MODELS.names())
+    assert {row["name"] for row in listed["multi-task"]["multi-task dataset"]} == {"synthetic", "census"}
     strategies = {row["name"]: row for row in listed["continual"]["continual strategy"]}
     assert set(strategies) >= set(CONTINUAL_STRATEGIES.names()) and strategies["der++"]["description"]
     learners = {row["name"] for row in listed["meta-learning"]["meta-learner"]}
