@@ -61,6 +61,32 @@ def _add_run_options(parser, *, unit: str, default_every: int) -> None:
     )
 
 
+def _add_generated_options(
+    parser, config_class, methods: dict, *, workdir: str, unit: str, default_every: int, skip: tuple[str, ...] = ()
+) -> dict[str, set[str]]:
+    """A run command's flags: the run's own from ``config_class``, one group per kind of method it picks
+    (``{group: (entries or a registry, title)}``, each entry's own options), ``--sweep``, and the options
+    every command shares; returns which parsed names go into each group (``strategy_options``...)."""
+    config_names = add_config_flags(parser, config_class, skip=skip)
+    groups = {group: add_flags(parser, entries, title=title) for group, (entries, title) in methods.items()}
+    _refuse_clashes(config_names, groups)
+    _add_sweep_option(parser)
+    parser.add_argument("--workdir", default=workdir, help="where metrics.jsonl, summary.json and the plots go")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_run_options(parser, unit=unit, default_every=default_every)
+    return groups
+
+
+def _readers(registry) -> tuple:
+    """A registry's flag group: its options, each naming the entries that read it."""
+    noun = registry.kind.split()[-1]
+    return registry, f"{noun} options (each names the {_plural(noun)} that read it)"
+
+
+def _plural(noun: str) -> str:
+    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+
+
 def _add_meta_parser(subparsers, learner) -> dict[str, set[str]]:
     """One subcommand per registered meta-learner, offering only the options that learner reads (its own,
     generated from its hyperparameter dataclass, and the run's from ``MetaLearningConfig``); returns which
@@ -75,20 +101,15 @@ def _add_meta_parser(subparsers, learner) -> dict[str, set[str]]:
             f"{', '.join(FEW_SHOT_DATASETS.names())}. Models: {', '.join(MODELS.names())}."
         ),
     )
-    config_names = add_config_flags(parser, MetaLearningConfig, skip=("algorithm",))
-    groups = {
-        "algorithm_options": add_flags(parser, [learner], title=f"{learner.name}'s options"),
-        "dataset_options": add_flags(
-            parser, FEW_SHOT_DATASETS, title="dataset options (each names the datasets that read it)"
-        ),
-        "model_options": add_flags(parser, MODELS, title="model options (each names the models that read it)"),
+    methods = {
+        "algorithm_options": ([learner], f"{learner.name}'s options"),
+        "dataset_options": _readers(FEW_SHOT_DATASETS),
+        "model_options": _readers(MODELS),
     }
-    _refuse_clashes(config_names, groups)
-    _add_sweep_option(parser)
-    parser.add_argument("--workdir", default=f"runs/{learner.name}", help="where metrics.jsonl and summary.json go")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_run_options(parser, unit="meta-steps", default_every=1000)
-    return groups
+    return _add_generated_options(
+        parser, MetaLearningConfig, methods, workdir=f"runs/{learner.name}", unit="meta-steps", default_every=1000,
+        skip=("algorithm",),
+    )  # fmt: skip
 
 
 def _refuse_clashes(config_names: set[str], groups: dict[str, set[str]]) -> None:
@@ -118,24 +139,11 @@ def _add_multitask_parser(subparsers) -> dict[str, set[str]]:
             f"{names['models']}. Weightings: {', '.join(MULTITASK_WEIGHTINGS.names())}."
         ),
     )
-    config_names = add_config_flags(parser, MultiTaskConfig)
-    groups = {
-        "dataset_options": add_flags(
-            parser, MULTITASK_DATASETS, title="dataset options (each names the datasets that read it)"
-        ),
-        "model_options": add_flags(
-            parser, MULTITASK_MODELS, title="model options (each names the models that read it)"
-        ),
-        "weighting_options": add_flags(
-            parser, MULTITASK_WEIGHTINGS, title="weighting options (each names the weightings that read it)"
-        ),
-    }
-    _refuse_clashes(config_names, groups)
-    _add_sweep_option(parser)
-    parser.add_argument("--workdir", default="runs/mmoe", help="where metrics.jsonl and summary.json go")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_run_options(parser, unit="epochs", default_every=1)
-    return groups
+    methods = {group: _readers(registry) for group, registry in (
+        ("dataset_options", MULTITASK_DATASETS), ("model_options", MULTITASK_MODELS),
+        ("weighting_options", MULTITASK_WEIGHTINGS),
+    )}  # fmt: skip
+    return _add_generated_options(parser, MultiTaskConfig, methods, workdir="runs/mmoe", unit="epochs", default_every=1)
 
 
 def _add_continual_parser(subparsers) -> dict[str, set[str]]:
@@ -153,19 +161,10 @@ def _add_continual_parser(subparsers) -> dict[str, set[str]]:
             f"Models: {names['model']}."
         ),
     )
-    config_names = add_config_flags(parser, ContinualConfig)
-    groups = {
-        "strategy_options": add_flags(
-            parser, CONTINUAL_STRATEGIES, title="strategy options (each names the strategies that read it)"
-        ),
-        "model_options": add_flags(parser, MODELS, title="model options (each names the models that read it)"),
-    }
-    _refuse_clashes(config_names, groups)
-    _add_sweep_option(parser)
-    parser.add_argument("--workdir", default="runs/continual", help="where summary.json and the plots go")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_run_options(parser, unit="experiences", default_every=1)
-    return groups
+    methods = {"strategy_options": _readers(CONTINUAL_STRATEGIES), "model_options": _readers(MODELS)}
+    return _add_generated_options(
+        parser, ContinualConfig, methods, workdir="runs/continual", unit="experiences", default_every=1
+    )
 
 
 def _add_sweep_option(parser) -> None:
@@ -337,7 +336,7 @@ def _print_listing(as_json: bool) -> None:
     for family, kinds in families.items():
         print(f"{family}:")
         for kind, rows in kinds.items():
-            print(f"  {kind[:-1] + 'ies' if kind.endswith('y') else kind + 's'}:")
+            print(f"  {_plural(kind)}:")
             width = max((len(row["name"]) for row in rows), default=0)
             for row in rows:
                 aliases = f" (also: {', '.join(row['aliases'])})" if row.get("aliases") else ""

@@ -116,19 +116,17 @@ def train_loop(
       The trained ``(carry, progress)``.
     """
     checkpoints = RunCheckpoints(workdir, config)
-    try:
-        restored = checkpoints.restore(carry)
-        if restored is not None:
-            carry, progress = restored
-            report(f"resuming from the checkpoint {loop.position(loop.done(carry, progress))} in {workdir}")
-        carry = place(carry)
-        done = loop.done(carry, progress)
-        log = MetricsLog(
-            workdir, step_field=loop.log_field, resume_after=None if restored is None else loop.log_position(done)
-        )
-    except BaseException:
-        checkpoints.close()
-        raise
+    # Not closed if this fails: closing orbax's manager after a failed read prints the read's leftover
+    # asyncio errors; the workdir lock is released when the object is collected, or with the process.
+    restored = checkpoints.restore(carry)
+    if restored is not None:
+        carry, progress = restored
+        report(f"resuming from the checkpoint {loop.position(loop.done(carry, progress))} in {workdir}")
+    carry = place(carry)
+    done = loop.done(carry, progress)
+    log = MetricsLog(
+        workdir, step_field=loop.log_field, resume_after=None if restored is None else loop.log_position(done)
+    )
     started = time.perf_counter() - progress.get("train_seconds", 0.0)
     bar = progress_bar(show=show_progress, total=loop.total, initial=done, desc=loop.description, unit=loop.bar_unit)
     last_saved = done
