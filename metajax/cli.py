@@ -199,8 +199,6 @@ def _print_continual_table(summary: dict) -> None:
 def _print_sweep(summary: dict, field: str, words: str, *, percent: bool) -> None:
     """One line per sweep point: its values and the mean +- std over its seeds of ``field``."""
     scale = 100 if percent else 1
-    if percent:
-        words = words.removesuffix(" %") + " %"
     for point in summary.get("sweep", []):
         values = ", ".join(f"{name.replace('_', '-')}={value:g}" for name, value in point["values"].items())
         figure = point[field]

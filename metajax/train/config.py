@@ -104,7 +104,7 @@ class MetaLearningConfig:
         model_defaults = default_model_options if model_name == default_model else {}
         model, model_options = MODELS.resolve(model_name, {**model_defaults, **config.model_options})
 
-        sweepable = sweepable_fields((config, "the run"), (learner.options(algorithm_options), learner.name))
+        sweepable = sweepable_fields(config, learner.options(algorithm_options))
         config = dataclasses.replace(
             config,
             **filled,

@@ -70,7 +70,7 @@ class ContinualConfig:
             )
         strategy, strategy_options = CONTINUAL_STRATEGIES.resolve(config.strategy, config.strategy_options)
         model, model_options = MODELS.resolve(config.model, config.model_options)
-        sweepable = sweepable_fields((config, "the run"), (strategy.options(strategy_options), strategy.name))
+        sweepable = sweepable_fields(config, strategy.options(strategy_options))
         return dataclasses.replace(
             config,
             benchmark=benchmark.name,

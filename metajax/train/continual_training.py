@@ -25,7 +25,7 @@ from metajax.train.continual_config import ContinualConfig
 from metajax.train.engine import Loop, Unit, dry_run_summary, start_run, train_loop, write_summary
 from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
-from metajax.train.sweeps import by_point, run_grid, traced_build, with_values
+from metajax.train.sweeps import by_point, mean_std, run_grid, traced_build, with_values
 
 
 def build_stream(config: ContinualConfig) -> Stream:
@@ -88,11 +88,6 @@ def _experiences(stream: Stream, joint: bool) -> list[Experience]:
         Experience(jnp.asarray(stream.train_x[e]), jnp.asarray(stream.train_y[e]), heads[e], jnp.asarray(e))
         for e in range(stream.num_experiences)
     ]
-
-
-def _mean_std(values) -> dict[str, float]:
-    values = np.asarray(values, dtype=np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std())}
 
 
 def vmap_runs(fn: Callable, in_axes: tuple[int | None, ...]) -> Callable:
@@ -240,7 +235,7 @@ def train_and_evaluate(
     summary: dict[str, Any] = {
         "strategy": config.strategy,
         **run_metadata(config),
-        "final_average_accuracy": _mean_std(final),
+        "final_average_accuracy": mean_std(final),
         "accuracy_matrix": matrices.mean(axis=0).tolist(),
         "accuracy_matrix_per_seed": matrices.tolist(),
         "train_seconds": train_seconds,
@@ -250,9 +245,9 @@ def train_and_evaluate(
         # One training phase: there is nothing to forget or transfer.
         summary.update(forgetting=None, bwt=None, fwt=None)
     else:
-        summary["forgetting"] = _mean_std([forgetting(m) for m in matrices])
-        summary["bwt"] = _mean_std([backward_transfer(m) for m in matrices])
-        summary["fwt"] = _mean_std([forward_transfer(m, b) for m, b in zip(matrices, initial_accuracy, strict=True)])
+        summary["forgetting"] = mean_std([forgetting(m) for m in matrices])
+        summary["bwt"] = mean_std([backward_transfer(m) for m in matrices])
+        summary["fwt"] = mean_std([forward_transfer(m, b) for m, b in zip(matrices, initial_accuracy, strict=True)])
     if config.sweep:  # Each point's figures over its seeds, and each run's.
         per_run = {"final_average_accuracy": final}
         if not joint:

@@ -64,18 +64,15 @@ class MultiTaskConfig:
         filled = {name: getattr(config, name) if getattr(config, name) is not None else defaults[name]
                   for name in PRESET_FIELDS}  # fmt: skip
         filled["data_seed"] = config.seed if config.data_seed is None else config.data_seed
-        filled_config = checked_fields(dataclasses.replace(config, **filled))
-        sweepable = sweepable_fields((filled_config, "the run"), (weighting.options(weighting_options), weighting.name))
-        return checked_fields(
-            dataclasses.replace(
-                config,
-                **filled,
-                sweep=check_sweep(config.sweep, sweepable),
-                dataset=dataset.name,
-                dataset_options=dataset_options,
-                model=model.name,
-                model_options=model_options,
-                weighting=weighting.name,
-                weighting_options=weighting_options,
-            )
+        config = checked_fields(dataclasses.replace(config, **filled))  # The preset's floats are floats.
+        sweepable = sweepable_fields(config, weighting.options(weighting_options))
+        return dataclasses.replace(
+            config,
+            sweep=check_sweep(config.sweep, sweepable),
+            dataset=dataset.name,
+            dataset_options=dataset_options,
+            model=model.name,
+            model_options=model_options,
+            weighting=weighting.name,
+            weighting_options=weighting_options,
         )

@@ -254,22 +254,20 @@ def train_and_evaluate(
             }  # fmt: skip
             for run in range(grid.size)
         ]
-        headlines = {  # "income_auc": [one per run], ...
-            f"{task}_{metric}": [run["tasks"][task][metric] for run in runs]
-            for task, scores in runs[0]["tasks"].items()
-            for metric in scores
-            if metric in ("auc", "mse")
-        }
-        summary["tasks"] = {
-            task: {metric: float(np.mean([run["tasks"][task][metric] for run in runs])) for metric in scores}
+        over_runs = {  # {task: {metric: [one per run]}}
+            task: {metric: [run["tasks"][task][metric] for run in runs] for metric in scores}
             for task, scores in runs[0]["tasks"].items()
         }
-        summary["tasks_std_over_runs"] = {
-            task: {metric: float(np.std([run["tasks"][task][metric] for run in runs])) for metric in scores}
-            for task, scores in runs[0]["tasks"].items()
-        }
+        summary["tasks"] = jax.tree.map(lambda values: float(np.mean(values)), over_runs, is_leaf=_is_list)
+        summary["tasks_std_over_runs"] = jax.tree.map(lambda values: float(np.std(values)), over_runs, is_leaf=_is_list)
         summary["runs"] = runs
-        if config.sweep:
+        if config.sweep:  # Each task's headline metric: "income_auc", "task_1_mse".
+            headlines = {
+                f"{task}_{metric}": values
+                for task, metrics in over_runs.items()
+                for metric, values in metrics.items()
+                if metric in ("auc", "mse")
+            }
             summary["sweep"] = by_point(grid, headlines)
     summary["examples_per_second"] = (
         clock.rate(progress, config.epochs) * steps_per_epoch * config.batch_size * grid.size
@@ -291,3 +289,7 @@ def _run_figures(score, best_params, final_params, best_epoch: int, best_validat
     if "mean_gate_weights" in test:
         figures["mean_gate_weights"] = test["mean_gate_weights"]
     return figures
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, list)

@@ -43,23 +43,23 @@ def parse_sweep(text: str) -> tuple[str, tuple[float, ...]]:
     return name.strip().replace("-", "_"), parsed
 
 
-def sweepable_fields(*owners: tuple[Any, str]) -> dict[str, tuple[Any, str]]:
-    """``{field name: (dataclass instance, where)}`` of the float fields a sweep may set.
+def sweepable_fields(*owners: Any) -> dict[str, Any]:
+    """``{field name: the dataclass instance that holds it}`` of the float fields a sweep may set.
 
-    ``owners``: ``(resolved options or config dataclass instance, what it is in words)``; the first
-    owner of a name wins.
+    ``owners``: resolved configs or options (``None``: a method without options); the first owner of a
+    name wins.
     """
-    found: dict[str, tuple[Any, str]] = {}
-    for owner, where in owners:
+    found: dict[str, Any] = {}
+    for owner in owners:
         if owner is None:
             continue
         for field in dataclasses.fields(owner):
             if "help" in field.metadata and isinstance(getattr(owner, field.name), float):
-                found.setdefault(field.name, (owner, where))
+                found.setdefault(field.name, owner)
     return found
 
 
-def check_sweep(sweep: Mapping[str, Sequence[float]], sweepable: Mapping[str, tuple[Any, str]]) -> dict:
+def check_sweep(sweep: Mapping[str, Sequence[float]], sweepable: Mapping[str, Any]) -> dict:
     """The sweep with each value checked against its field's range (one-line ``ValueError``s)."""
     checked = {}
     for name, values in sweep.items():
@@ -68,7 +68,7 @@ def check_sweep(sweep: Mapping[str, Sequence[float]], sweepable: Mapping[str, tu
             raise ValueError(
                 f"--sweep {flag(name)}: not a real-valued hyperparameter of this run (sweepable here: {choices})"
             )
-        owner, _ = sweepable[name]
+        owner = sweepable[name]
         field = next(f for f in dataclasses.fields(owner) if f.name == name)
         values = tuple(check_value(type(owner), field, value) for value in values)
         if len(set(values)) != len(values):
