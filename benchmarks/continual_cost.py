@@ -14,7 +14,7 @@ shape ([batch, 784] x [784, 400]).
 ``--devices``); on a CPU force them first with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
 
-Writes ``benchmarks/results/continual_cost_<device>.json``.
+Writes ``benchmarks/results/continual_cost/continual_cost_<device>.json``.
 """
 
 from __future__ import annotations
@@ -119,9 +119,13 @@ def main() -> None:
         help="split the seed axis over this many devices (on a CPU, force them with "
         "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
     )
-    parser.add_argument("--output", default=None, help="results JSON (default results/continual_cost_<backend>.json)")
+    parser.add_argument(
+        "--output", default=None, help="results JSON (default results/continual_cost/continual_cost_<backend>.json)"
+    )
     args = parser.parse_args()
-    default = Path(__file__).resolve().parent / "results" / f"continual_cost_{jax.default_backend()}.json"
+    default = (
+        Path(__file__).resolve().parent / "results" / "continual_cost" / f"continual_cost_{jax.default_backend()}.json"
+    )
     output = Path(args.output) if args.output else default
     stream = split_mnist(load_mnist(args.data_dir), "class-il")
     examples = stream.train_x.shape[0] * stream.train_x.shape[1]

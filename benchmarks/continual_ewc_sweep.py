@@ -6,7 +6,7 @@ pairs: ``len(lambdas) * seeds`` runs of the whole stream at once.
     python benchmarks/continual_ewc_sweep.py --data-dir ../shared/data/mnist
 
 Prints final average accuracy per lambda and writes
-``benchmarks/results/continual_ewc_sweep.json``.
+``benchmarks/results/continual_ewc_sweep/continual_ewc_sweep.json``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--mode", default="separate", choices=("separate", "online"))
     parser.add_argument("--reset-optimizer", action="store_true", help="a fresh Adam state for every experience")
     parser.add_argument(
-        "--output", default=str(Path(__file__).resolve().parent / "results" / "continual_ewc_sweep.json")
+        "--output",
+        default=str(Path(__file__).resolve().parent / "results" / "continual_ewc_sweep" / "continual_ewc_sweep.json"),
     )
     args = parser.parse_args()
 

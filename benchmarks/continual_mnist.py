@@ -10,7 +10,7 @@ MNIST EWC 0.83; Split MNIST class-IL online replay 0.92).
 
     python benchmarks/continual_mnist.py --data-dir ../shared/data/mnist
 
-Prints a table and writes ``benchmarks/results/continual_mnist.json``.
+Prints a table and writes ``benchmarks/results/continual_mnist/continual_mnist.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from metajax.registry import CONTINUAL_STRATEGIES
 from metajax.train import ContinualConfig, provenance
 from metajax.train import train_continual as train_and_evaluate
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "continual_mnist"
 STRATEGIES = ("naive", "joint", "replay", "agem", "ewc", "online-ewc", "si", "lwf")
 CASES = {
     "split-mnist class-il": {"benchmark": "split-mnist", "scenario": "class-il"},
@@ -91,7 +91,7 @@ def main() -> None:
                 f"{'' if reference is None else f'{reference:.4f}':>9} {summary['train_seconds']:>8.1f}"
             )
     output = Path(args.output)
-    output.parent.mkdir(exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         **provenance(),
         "references": REFERENCES,

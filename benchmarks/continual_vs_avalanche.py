@@ -38,7 +38,7 @@ On a GPU (``--device gpu``) both sides run on it: Avalanche in the current
 interpreter (the machine's CUDA torch, avalanche-lib installed beside it, as
 ``gpu_peers_session.sh`` does from carried wheels), not in a CPU venv.
 
-Writes ``benchmarks/results/continual_vs_avalanche_<device>.json``.
+Writes ``benchmarks/results/continual_vs_avalanche/continual_vs_avalanche_<device>.json``.
 """
 
 from __future__ import annotations
@@ -112,7 +112,10 @@ def main() -> None:
     if (args.device == "gpu") != (jax.default_backend() == "gpu"):
         parser.error(f"asked for --device {args.device} but JAX's default backend is {jax.default_backend()}")
     python = avalanche_python(gpu=args.device == "gpu")
-    output = args.output or BENCH_DIR / "results" / f"continual_vs_avalanche_{jax.default_backend()}.json"
+    output = (
+        args.output
+        or BENCH_DIR / "results" / "continual_vs_avalanche" / f"continual_vs_avalanche_{jax.default_backend()}.json"
+    )
     threads = os.cpu_count() or 1
     rows = []
     print(f"{'case':>20} {'strategy':>8} {'Avalanche s':>11} {'metajax s':>9} {'speed-up':>8}  final accuracy Av / mj")

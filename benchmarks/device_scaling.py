@@ -13,7 +13,7 @@ program of the meta-steps, counted from its HLO text.
     python benchmarks/device_scaling.py                      # CPU, 4 forced devices
     python benchmarks/device_scaling.py --force-cpu-devices 0  # the real devices
 
-Prints a table and writes ``benchmarks/results/device_scaling_<platform>.json``.
+Prints a table and writes ``benchmarks/results/device_scaling/device_scaling_<platform>.json``.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def main() -> None:
         "config": vars(args),
         "rows": rows,
     }
-    out = BENCH_DIR / "results" / f"device_scaling_{platform}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = BENCH_DIR / "results" / "device_scaling" / f"device_scaling_{platform}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"MAML, meta-batch {args.meta_batch}, on {result['machine']} ({len(jax.devices())} devices)")
     print(f"{'devices':>8} {'tasks/s':>9} {'x one device':>13}  collectives in the compiled program")

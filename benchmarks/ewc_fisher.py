@@ -7,7 +7,7 @@ process, alternately, each jitted and timed after compilation; the median of
 
     python benchmarks/ewc_fisher.py
 
-Writes ``benchmarks/results/ewc_fisher_<device>.json``.
+Writes ``benchmarks/results/ewc_fisher/ewc_fisher_<device>.json``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
     speedup = median["per-example gradients"] / median["dense closed form"]
     largest = max(jax.tree.leaves(differences))
     print(f"closed form {speedup:.1f}x faster; largest relative difference {largest:.1e}")
-    output = Path(__file__).resolve().parent / "results" / f"ewc_fisher_{jax.default_backend()}.json"
+    output = Path(__file__).resolve().parent / "results" / "ewc_fisher" / f"ewc_fisher_{jax.default_backend()}.json"
     record = {**provenance(), "examples": args.examples, "median_seconds": median, "seconds": seconds,
               "speedup": speedup, "largest_relative_difference": largest}  # fmt: skip
     output.write_text(json.dumps(record, indent=1) + "\n")

@@ -53,4 +53,4 @@ step continual_vs_avalanche 250 python3 benchmarks/continual_vs_avalanche.py --d
 step continual_cost 80 python3 benchmarks/continual_cost.py --data-dir "$DATA" --strategies naive replay ewc \
   --batch-sizes 10 128 --output "$OUT/continual_cost_gpu.json"
 step device_scaling 50 python3 benchmarks/device_scaling.py --force-cpu-devices 0 --repeats 3
-cp benchmarks/results/device_scaling_gpu.json "$OUT/" 2>/dev/null
+cp benchmarks/results/device_scaling/device_scaling_gpu.json "$OUT/" 2>/dev/null

@@ -41,5 +41,5 @@ done
 if [ "$has_gpu" -eq 0 ]; then
   python3 benchmarks/reptile_throughput.py --device gpu --meta-batch 5 25 --impls slices patches lax \
     --iters 40 --repeats 3 2>&1 | grep -v -i warning | tee "$OUT/throughput.log" | tail -14
-  cp benchmarks/results/reptile_throughput_gpu.json "$OUT/"
+  cp benchmarks/results/reptile_throughput/reptile_throughput_gpu.json "$OUT/"
 fi

@@ -16,7 +16,7 @@ Beside tasks/s, each row gives the FLOP/s both sides reach (XLA's count of a met
 operations, the same arithmetic for both) and its fraction of a plain jitted 2048x2048
 matmul's, measured in the same run: the roof the 3x goal is judged against.
 
-Prints a table and writes ``benchmarks/results/maml_throughput_<device>.json``.
+Prints a table and writes ``benchmarks/results/maml_throughput/maml_throughput_<device>.json``.
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=10, help="meta-steps per call in the 'scanned' measurement")
     parser.add_argument("--conv-impl", default="slices", choices=("slices", "patches", "lax"))
-    parser.add_argument("--output", type=Path, help="results JSON (default results/maml_throughput_<device>.json)")
+    parser.add_argument(
+        "--output", type=Path, help="results JSON (default results/maml_throughput/maml_throughput_<device>.json)"
+    )
     args = parser.parse_args()
 
     import jax
@@ -147,8 +149,8 @@ def main() -> None:
     peer_python = peer_env.learn2learn_python(gpu=args.device == "gpu")
     peer_script = BENCH_DIR / "learn2learn_maml.py"
 
-    out_path = args.output or BENCH_DIR / "results" / f"maml_throughput_{args.device}.json"
-    out_path.parent.mkdir(exist_ok=True)
+    out_path = args.output or BENCH_DIR / "results" / "maml_throughput" / f"maml_throughput_{args.device}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     rows, peer_info = [], {}
     for first_order in (False, True):
         name = "first-order MAML" if first_order else "MAML"

@@ -6,7 +6,7 @@ training time, in chunks of ``--chunk`` jitted meta-steps; about ``--points``
 times along the way it is scored on the same ``--curve-tasks`` test tasks
 (evaluation time is not counted), and at the end on ``--eval-tasks`` test tasks with a 95% confidence
 interval, non-transductive (the configured default). Writes
-``benchmarks/results/meta_family_omniglot.json`` and a plot of accuracy
+``benchmarks/results/meta_family_omniglot/meta_family_omniglot.json`` and a plot of accuracy
 against training seconds for all learners on the same axes
 (``meta_family_omniglot.png``).
 
@@ -29,7 +29,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 from metajax.train import provenance  # noqa: E402
 
 ALGORITHMS = ("reptile", "maml", "fomaml", "anil", "meta-sgd", "protonets", "r2d2")
-RESULTS = BENCH_DIR / "results" / "meta_family_omniglot.json"
+RESULTS = BENCH_DIR / "results" / "meta_family_omniglot" / "meta_family_omniglot.json"
 
 
 def run_one(algorithm: str, shots: int, args) -> dict:
@@ -155,7 +155,7 @@ def main() -> None:
     if args.resume and output.exists():
         result = resumed_result(json.loads(output.read_text()), result)
     done = {(run["algorithm"], run["shots"]) for run in result["runs"]}
-    output.parent.mkdir(exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     for shots in args.shots:
         for algorithm in args.algorithms:
             if (algorithm, shots) in done:

@@ -10,9 +10,9 @@ selects by validation. Seeds change the initial weights and the batch order.
 
     python benchmarks/mmoe_census.py --data-dir ../shared/data/census_income
     python benchmarks/mmoe_census.py --data-dir ../shared/data/census_income --models mmoe \
-        --weightings equal dwa mgda --output benchmarks/results/mmoe_census_weightings.json
+        --weightings equal dwa mgda --output benchmarks/results/mmoe_census/mmoe_census_weightings.json
 
-Prints a table and writes ``benchmarks/results/mmoe_census.json`` (or ``--output``).
+Prints a table and writes ``benchmarks/results/mmoe_census/mmoe_census.json`` (or ``--output``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from metajax.data.census_income import load_census_income
 from metajax.train import MultiTaskConfig, provenance
 from metajax.train import train_multitask as train_and_evaluate
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "mmoe_census"
 PAPER = {"mmoe": {"income_best": 0.9410, "income_mean": 0.9359, "never_married_mean": 0.9926}}
 
 
@@ -81,7 +81,7 @@ def main() -> None:
         )
     print("paper (MMoE, census group 1): income .9410 best / .9359 mean, never-married .9926 mean")
     output = args.output
-    output.parent.mkdir(exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         **provenance(),
         "data": "census-income.test.gz only, split 80/10/10 with seed 0 "

@@ -13,8 +13,8 @@ parameter count.
     python benchmarks/mmoe_synthetic.py                # the full experiment
     python benchmarks/mmoe_synthetic.py --epochs 5     # a quick look
 
-Prints a table, writes ``benchmarks/results/mmoe_synthetic.json`` and
-``benchmarks/results/mmoe_synthetic.png`` (mean test loss per epoch, one panel per p).
+Prints a table, writes ``benchmarks/results/mmoe_synthetic/mmoe_synthetic.json`` and
+``benchmarks/results/mmoe_synthetic/mmoe_synthetic.png`` (mean test loss per epoch, one panel per p).
 ``--replot`` redraws the PNG from an existing JSON without training.
 """
 
@@ -35,7 +35,7 @@ from metajax.models import MMoE, OMoE, SharedBottom
 from metajax.multitask import multitask_trainer
 from metajax.train import provenance
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "mmoe_synthetic"
 
 
 def models(expert_units: int, experts: int, tower_units: int):

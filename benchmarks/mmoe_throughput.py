@@ -18,7 +18,7 @@ the forward pass's multiply-adds (forward, and backward for inputs and weights).
 
     python benchmarks/mmoe_throughput.py
 
-Prints a table and writes ``benchmarks/results/mmoe_throughput_<device>.json``.
+Prints a table and writes ``benchmarks/results/mmoe_throughput/mmoe_throughput_<device>.json``.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def main() -> None:
             f"{row['training_gflops_per_second']['pytorch']:.1f} / {row['matmul_gflops_per_second']:.1f}"
         )
 
-    output = BENCH_DIR / "results" / f"mmoe_throughput_{args.device}.json"
-    output.parent.mkdir(exist_ok=True)
+    output = BENCH_DIR / "results" / "mmoe_throughput" / f"mmoe_throughput_{args.device}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         **provenance(),
         "unit": "training examples per second (median of repeats)",

@@ -12,7 +12,7 @@ memory, and the mean accuracy (equal for both: the same predictions).
 
     python benchmarks/nontransductive_eval.py
 
-Writes ``benchmarks/results/nontransductive_eval_<device>.json``.
+Writes ``benchmarks/results/nontransductive_eval/nontransductive_eval_<device>.json``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,12 @@ def main() -> None:
                   f"peak {run['peak_rss_gb']:.2f} GB, accuracy {run['accuracy']:.4f}", flush=True)  # fmt: skip
     best = {variant: min(r["seconds"] for r in runs if r["variant"] == variant) for variant in VARIANTS}
     print(f"loop against vmap: {best['vmap'] / best['loop']:.2f}x faster")
-    output = Path(__file__).resolve().parent / "results" / f"nontransductive_eval_{jax.default_backend()}.json"
+    output = (
+        Path(__file__).resolve().parent
+        / "results"
+        / "nontransductive_eval"
+        / f"nontransductive_eval_{jax.default_backend()}.json"
+    )
     output.write_text(json.dumps({**provenance(), "config": vars(args), "runs": runs}, indent=1) + "\n")
     print(f"wrote {output}")
 

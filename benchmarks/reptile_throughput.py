@@ -12,7 +12,7 @@ times alternately and the median is reported.
     python benchmarks/reptile_throughput.py                 # CPU
     python benchmarks/reptile_throughput.py --device gpu    # a CUDA GPU, torch preinstalled
 
-Prints a table and writes ``benchmarks/results/reptile_throughput_<device>.json``.
+Prints a table and writes ``benchmarks/results/reptile_throughput/reptile_throughput_<device>.json``.
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "rows": rows,
     }
-    out_dir = BENCH_DIR / "results"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = BENCH_DIR / "results" / "reptile_throughput"
+    out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"reptile_throughput_{args.device}.json"
     out_path.write_text(json.dumps(result, indent=2) + "\n")
 

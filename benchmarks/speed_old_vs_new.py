@@ -10,7 +10,7 @@ Avalanche) are the same programs on both sides, so a ratio new/old here is the
 factor by which those comparisons move.
 
   git worktree add /tmp/old COMMIT
-  python benchmarks/speed_old_vs_new.py /tmp/old --output benchmarks/results/speed_old_vs_new_cpu.json
+  python benchmarks/speed_old_vs_new.py /tmp/old --output benchmarks/results/speed_old_vs_new/speed_old_vs_new_cpu.json
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=NEW.parent / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="+", help="names of the commands to run (default: all)")
-    parser.add_argument("--output", type=Path, default=NEW / "benchmarks" / "results" / "speed_old_vs_new_cpu.json")
+    parser.add_argument(
+        "--output", type=Path, default=NEW / "benchmarks" / "results" / "speed_old_vs_new" / "speed_old_vs_new_cpu.json"
+    )
     args = parser.parse_args()
     old_commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=args.old, capture_output=True, text=True).stdout
     new_commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=NEW, capture_output=True, text=True).stdout

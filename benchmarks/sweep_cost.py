@@ -14,7 +14,7 @@ Each figure is the wall-clock time of the whole call(s), from config to
 summary; ``speedup`` is separate / vmapped. The runs of both ways are the
 same runs (tests/test_sweeps.py checks that a swept run equals its lone run).
 
-  python benchmarks/sweep_cost.py --output benchmarks/results/sweep_cost_cpu.json
+  python benchmarks/sweep_cost.py --output benchmarks/results/sweep_cost/sweep_cost_cpu.json
   (on a GPU: --families meta multitask continual --scale 4, see benchmarks/gpu_sweep.sh)
 """
 
@@ -39,7 +39,7 @@ from metajax.train import (
     train_multitask,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "sweep_cost"
 
 
 def families(args) -> dict:

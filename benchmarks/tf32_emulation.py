@@ -2,7 +2,7 @@
 
 On NVIDIA GPUs since Ampere, XLA rounds float32 matmul inputs to TF32 unless a
 higher precision is asked for. This script emulates that rounding on any
-backend, to show what it does to Reptile (benchmarks/RESULTS.md):
+backend, to show what it does to Reptile (benchmarks/NOTES.md, "The inner optimizer's state matters"):
 
     python benchmarks/tf32_emulation.py reptile --dataset omniglot --data-dir ../shared/data/omniglot \
         --train-shots 10 --meta-iters 3000 --log-every 500 --eval-tasks 500 --transductive \

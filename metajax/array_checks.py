@@ -3,13 +3,14 @@
 Shapes are static under ``jit``, so these run once per compilation and cost
 nothing per step. Errors are ``ValueError`` (shapes) and ``TypeError``
 (dtypes, keys) with the argument's name, the expected and the actual value,
-rather than chex's ``AssertionError``s: callers and the command line catch
+rather than chex's ``AssertionError``: callers and the command line catch
 them as the bad input they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import EllipsisType
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ DTYPE_WORDS = {"floating": "a floating-point", "integer": "an integer", "bool": 
 def check_array(
     name: str,
     value,
-    expected: Sequence[int | None] | None = None,
+    expected: Sequence[int | None | EllipsisType] | None = None,
     description: str | None = None,
     *,
     dtype: str | None = None,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from metajax.data.errors import DataError
-from metajax.options import add_config_flags, add_flags, positive_int
+from metajax.options import add_config_flags, add_flags, flag, positive_int
 from metajax.registry import (
     CONTINUAL_BENCHMARKS,
     CONTINUAL_STRATEGIES,
@@ -161,10 +163,17 @@ def _add_continual_parser(subparsers) -> dict[str, set[str]]:
             f"Models: {names['model']}."
         ),
     )
-    methods = {"strategy_options": _readers(CONTINUAL_STRATEGIES), "model_options": _readers(MODELS)}
-    return _add_generated_options(
+    methods = {
+        "benchmark_options": _readers(CONTINUAL_BENCHMARKS),
+        "strategy_options": _readers(CONTINUAL_STRATEGIES),
+        "model_options": _readers(MODELS),
+    }
+    groups = _add_generated_options(
         parser, ContinualConfig, methods, workdir="runs/continual", unit="experiences", default_every=1
     )
+    # The other families' word for it: --dataset folder:PATH picks your own data in every command.
+    parser.add_argument("--dataset", dest="benchmark", default=argparse.SUPPRESS, help="the same as --benchmark")
+    return groups
 
 
 def _add_sweep_option(parser) -> None:
@@ -282,6 +291,118 @@ def _print_meta_table(summary: dict) -> None:
         print(f"{name:<{width}}  {value}")
 
 
+def _add_evaluate_parser(subparsers) -> None:
+    """``metajax evaluate WORKDIR``: a trained run scored again without training; its flags are made from the
+    config fields each family lets change (``metajax.train.loading.EVALUATION_FIELDS``)."""
+    from metajax.train.loading import EVALUATION_FIELDS, FAMILY_CONFIGS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a trained run again, on its test tasks or on others, without training",
+        description=(
+            "Loads WORKDIR's config and latest checkpoint and scores the trained state with the run's own "
+            "evaluation: unchanged, the figures of its summary.json; with the options below, other test tasks "
+            "or data. Meta-learning: test tasks; multi-task: the test split; continual: every experience's test "
+            "set. Nothing in WORKDIR is written."
+        ),
+    )
+    parser.add_argument("workdir", help="the --workdir of a trained metajax run")
+    parser.add_argument(
+        "--run", type=int, help="of a run of several seeds or sweep points, score this one alone (0 to runs - 1)"
+    )
+    parser.add_argument("--output", metavar="PATH", help="also write the figures to this JSON file")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON, not as a table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    families = "; ".join(f"{family}: {', '.join('--' + flag(n) for n in names)}" for family, names in
+                         EVALUATION_FIELDS.items())  # fmt: skip
+    group = parser.add_argument_group(
+        "what to score instead", f"each defaults to the run's own value; a run takes those of its family ({families})"
+    )
+    added: set[str] = set()
+    for family, names in EVALUATION_FIELDS.items():  # A flag two families share is added once.
+        config_class = FAMILY_CONFIGS[family][0]
+        skip = [field.name for field in dataclasses.fields(config_class) if field.name not in set(names) - added]
+        added |= add_config_flags(group, config_class, skip=skip)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``metajax evaluate``: loads the run, scores it, prints (and writes) the figures."""
+    from metajax.train.loading import EVALUATION_FIELDS, evaluate_run, load_run
+
+    changes = {name: getattr(args, name) for names in EVALUATION_FIELDS.values() for name in names
+               if hasattr(args, name)}  # fmt: skip
+    try:
+        result = evaluate_run(load_run(args.workdir, run=args.run), show_progress=not args.no_progress, **changes)
+        if args.output:
+            Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    except (ValueError, DataError, TrainingDiverged) as error:
+        print(f"metajax evaluate: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"metajax evaluate: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_evaluation(result)
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _print_evaluation(result: dict) -> None:
+    """``metajax evaluate``'s table: what was scored, then one line per figure."""
+    config = result["config"]
+    where = f"{result['family']} run in {result['workdir']}, checkpoint at step {result['checkpoint_step']}"
+    if result["run"] is not None:
+        where += f", run {result['run']}"
+    print(where)
+    if result["changed"]:
+        print("scored with " + ", ".join(f"--{flag(name)} {value}" for name, value in result["changed"].items()))
+    rows: list[tuple[str, str]] = []
+    if result["family"] == "meta-learning":
+        classification = "test_accuracy" in result
+        headline, scale, unit = ("test_accuracy", 100, " %") if classification else ("test_mse", 1, "")
+        digits = 2 if classification else 4
+        tasks = f"{config['ways']}-way " if classification else ""
+        if "runs" in result:
+            spread = result[f"{headline}_std_over_runs"]
+            rows.append((f"{headline.replace('_', ' ')}, mean of {len(result['runs'])} runs (std)",
+                         f"{scale * result[headline]:.{digits}f} +- {scale * spread:.{digits}f}{unit}"))  # fmt: skip
+        elif classification:
+            modes = ("transductive", "non_transductive")
+            by_shots = result.get("test_accuracy_by_shots") or {
+                str(config["shots"]): {mode: result[f"test_accuracy_{mode}"] for mode in modes}
+                | {f"{mode}_ci95": result[f"test_accuracy_{mode}_ci95"] for mode in modes}
+            }
+            for shots, scores in by_shots.items():
+                for mode in modes if config["transductive"] else modes[::-1]:
+                    rows.append((f"test accuracy {tasks}{shots}-shot, {mode.replace('_', '-')}",
+                                 f"{100 * scores[mode]:.2f} +- {100 * scores[f'{mode}_ci95']:.2f} %"))  # fmt: skip
+        else:
+            by_shots = result.get("test_mse_by_shots") or {
+                str(config["shots"]): {"mse": result["test_mse"], "mse_ci95": result["test_mse_ci95"]}
+            }
+            for shots, scores in by_shots.items():
+                rows.append((f"test MSE {shots}-shot", f"{scores['mse']:.4f} +- {scores['mse_ci95']:.4f}"))
+        rows.append(("test tasks", str(config["eval_tasks"])))
+    elif result["family"] == "multi-task":
+        for figures, words in (("tasks", "best validation epoch"), ("final_epoch_tasks", "last epoch")):
+            for task, scores in result.get(figures, {}).items():
+                metric = "auc" if "auc" in scores else "mse"
+                rows.append((f"test {metric}, {task} ({words})", f"{scores[metric]:.4f}"))
+        if "runs" in result:
+            rows.append(("runs (figures: their mean)", str(len(result["runs"]))))
+    else:
+        for experience, accuracy in enumerate(result["final_accuracy"]):
+            rows.append((f"test accuracy, experience {experience}", f"{100 * accuracy:.2f} %"))
+        average = result["final_average_accuracy"]
+        rows.append(("average accuracy", f"{100 * average['mean']:.2f} +- {100 * average['std']:.2f} %"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
 def _start_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Joins a multi-host run (``jax.distributed``) before any JAX computation, if asked to."""
     given = [args.coordinator is not None, args.num_processes is not None, args.process_id is not None]
@@ -351,6 +472,7 @@ def _plugins_from(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``metajax`` command on ``argv`` (default: ``sys.argv[1:]``) and returns its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         load_plugins(_plugins_from(argv))
@@ -394,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plot", help="draw a run's learning curves (and accuracy matrix or gate weights) to PNG files"
     )
     plot_parser.add_argument("workdir", help="the --workdir of a metajax run")
+    _add_evaluate_parser(subparsers)
     args = parser.parse_args(argv)
     _start_distributed(parser, args)
     if args.command == "list":
@@ -410,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in written:
             print(f"wrote {path}")
         return 0
+    if args.command == "evaluate":
+        return _evaluate(args)
 
     unusable = _unusable_workdir(args.workdir)
     if unusable:  # Before any data is loaded or anything compiled.
@@ -431,14 +556,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_debug_nans", True)
+    families: dict[str, tuple[Any, Callable[..., dict], Callable[[dict], None]]] = {
+        "multitask": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
+        "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
+    }
     if command in META_LEARNERS:
         options["algorithm"] = command
-        config_class, runner, print_table = MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table
-    else:
-        config_class, runner, print_table = {
-            "multitask": (MultiTaskConfig, multitask_training.train_and_evaluate, _print_mmoe_table),
-            "continual": (ContinualConfig, continual_training.train_and_evaluate, _print_continual_table),
-        }[command]
+        families[command] = (MetaLearningConfig, meta_training.train_and_evaluate, _print_meta_table)
+    config_class, runner, print_table = families[command]
     try:
         summary = runner(
             config_class(**options),

@@ -36,7 +36,7 @@ def option(
     ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower one; ``choices`` the
     values allowed. An int field with ``minimum=1`` is reported as "a positive integer".
     """
-    metadata = {"help": help, "minimum": minimum, "above": above, "maximum": maximum}
+    metadata: dict[str, Any] = {"help": help, "minimum": minimum, "above": above, "maximum": maximum}
     metadata["choices"] = None if choices is None else tuple(choices)
     if isinstance(default, list | dict | set):
         raise TypeError("option defaults must be immutable (use a tuple)")
@@ -156,7 +156,7 @@ def resolve_options(
     own = {} if hyperparams is None else {f.name: f for f in dataclasses.fields(hyperparams)}
     checked = {}
     for name, value in given.items():
-        if name in own:
+        if name in own and hyperparams is not None:  # (own is empty without hyperparams)
             checked[name] = check_value(hyperparams, own[name], value)
         elif name in known:
             declaring, field = known[name]

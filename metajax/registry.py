@@ -19,6 +19,10 @@ built-in entries; a user's own module registers with the same call::
 and is then usable from Python and from the command: ``metajax --plugin
 my_module continual --strategy mine``, or through a ``metajax.plugins``
 entry point of an installed package (``load_plugins``).
+
+An entry registered with the trait ``argument="path"`` is also named with a
+value for that option after a colon: ``--dataset folder:/data/birds`` picks
+the entry ``folder`` with its option ``path`` set to ``/data/birds``.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class Entry:
       description: one line, for ``metajax list`` and ``--help``.
       aliases: other names accepted for it.
       traits: what a runner needs to know of it beyond ``build`` (e.g. a continual strategy that trains on
-        the whole stream at once), read by name.
+        the whole stream at once), read by name; ``argument`` names the option that ``NAME:VALUE`` sets.
       module: the module that registered it.
     """
 
@@ -109,6 +113,8 @@ class Registry:
                 raise ValueError(f"{self.kind} {name!r}: hyperparams must be a dataclass, got {hyperparams!r}")
             if not description or "\n" in description:
                 raise ValueError(f"{self.kind} {name!r}: the description must be one non-empty line")
+            if any(":" in taken for taken in (name, *aliases)):
+                raise ValueError(f"{self.kind} {name!r}: names cannot hold ':' (it separates an entry's argument)")
             for taken in (name, *aliases):
                 if taken in self._entries or taken in self._aliases:
                     owner = self._entries.get(taken) or self._entries[self._aliases[taken]]
@@ -134,29 +140,52 @@ class Registry:
             importlib.import_module(self._builtins)
 
     def get(self, name: str) -> Entry:
-        """The entry called ``name`` (or one of its aliases).
+        """The entry called ``name`` (or one of its aliases), also written ``name:ARGUMENT``.
 
         Raises:
           UnknownName: a one-line error listing the registered names.
         """
+        return self._split(name)[0]
+
+    def _split(self, name: str) -> tuple[Entry, str | None]:
+        """The entry of ``name`` and the argument after its colon (``None``: no colon)."""
         self._load()
-        entry = self._entries.get(self._aliases.get(name, name))
+        base, colon, argument = name.partition(":")
+        entry = self._entries.get(self._aliases.get(base, base))
         if entry is None:
             raise UnknownName(f"{self.option} must be one of {', '.join(self._entries)}, got {name!r}")
-        return entry
+        if colon and entry.trait("argument") is None:
+            raise UnknownName(f"{self.option} {entry.name} takes no argument after ':', got {name!r}")
+        return entry, argument if colon else None
 
     def resolve(self, name: str, given: Mapping[str, Any]) -> tuple[Entry, dict[str, Any]]:
         """The entry ``name`` and its full, checked options: its defaults updated by ``given``.
 
+        ``name`` may carry the value of the entry's ``argument`` option after a colon (``folder:PATH``).
+
         Raises:
           ValueError: an unknown name, a bad value, or an option this entry does not read (one line); a
-            value is checked against the field of any entry that declares it first.
+            value is checked against the field of any entry that declares it first; an entry's ``argument``
+            given twice, or not at all.
         """
-        from metajax.options import fields_by_name, resolve_options
+        from metajax.options import fields_by_name, flag, resolve_options
 
-        entry = self.get(name)
+        entry, argument = self._split(name)
+        field = entry.trait("argument")
+        if argument is not None:
+            if given.get(field, argument) != argument:
+                raise ValueError(
+                    f"{self.option} {name} and --{flag(field)} {given[field]} disagree; give the {flag(field)} once"
+                )
+            given = {**given, field: argument}
         known = fields_by_name(other.hyperparams for other in self)
-        return entry, resolve_options(entry.hyperparams, given, owner=f"{self.option} {entry.name}", known=known)
+        options = resolve_options(entry.hyperparams, given, owner=f"{self.option} {entry.name}", known=known)
+        if field is not None and not options[field]:
+            raise ValueError(
+                f"{self.option} {entry.name} needs its {flag(field)}: --{flag(self.option)} "
+                f"{entry.name}:{flag(field).upper()}"
+            )
+        return entry, options
 
     def names(self) -> tuple[str, ...]:
         self._load()
@@ -239,9 +268,9 @@ def load_plugins(modules: Sequence[str] = (), *, entry_point_group: str = PLUGIN
     return loaded
 
 
-def listing() -> dict[str, dict[str, list[dict[str, str]]]]:
+def listing() -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Every registered entry, by family then kind: ``{family: {kind: [{name, description, ...}]}}``."""
-    families: dict[str, dict[str, list[dict[str, str]]]] = {}
+    families: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for registry in REGISTRIES:
         rows = [
             {"name": entry.name, "description": entry.description, "module": entry.module}

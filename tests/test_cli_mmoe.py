@@ -106,7 +106,7 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, tmp_path, capsys)
     "args, message",
     [
         (["--model", "transformer"], "model must be one of mmoe, omoe, shared-bottom, cgc, ple, got 'transformer'"),
-        (["--dataset", "imagenet"], "dataset must be one of synthetic, census, got 'imagenet'"),
+        (["--dataset", "imagenet"], "dataset must be one of synthetic, census, npz, got 'imagenet'"),
         (["--model", "shared-bottom", "--experts", "3"], "--experts does not apply to model shared-bottom"),
         (["--census-tasks", "income"], "--census-tasks does not apply to dataset synthetic"),
     ],

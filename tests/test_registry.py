@@ -103,7 +103,7 @@ def test_metajax_list_shows_every_entry_with_its_description(capsys):
     text = capsys.readouterr().out
     names = ("der++", "replay", "ewc", "split-mnist", "permuted-mnist", "conv4", "mlp", "dwa", "mgda", "pcgrad",
              "r2d2", "reptile", "maml", "protonets", "omniglot", "sinusoid", "mmoe", "shared-bottom", "ple",
-             "synthetic", "census")  # fmt: skip
+             "synthetic", "census", "folder", "npz")  # fmt: skip
     for name in names:
         assert f"    {name} " in text
     for citation in ("Buzzega et al. 2020", "Bertinetto et al. 2019", "Liu et al. 2019", "Sener & Koltun 2018"):
@@ -111,7 +111,7 @@ def test_metajax_list_shows_every_entry_with_its_description(capsys):
     assert main(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {row["name"] for row in listed["multi-task"]["multi-task model"]} == set(MULTITASK_MODELS.names())
-    assert {row["name"] for row in listed["multi-task"]["multi-task dataset"]} == {"synthetic", "census"}
+    assert {row["name"] for row in listed["multi-task"]["multi-task dataset"]} == {"synthetic", "census", "npz"}
     strategies = {row["name"]: row for row in listed["continual"]["continual strategy"]}
     assert set(strategies) >= set(CONTINUAL_STRATEGIES.names()) and strategies["der++"]["description"]
     learners = {row["name"] for row in listed["meta-learning"]["meta-learner"]}

@@ -79,7 +79,7 @@ class Experience(NamedTuple):
     x: jax.Array
     y: jax.Array
     logit_mask: jax.Array
-    index: jax.Array
+    index: jax.Array  # type: ignore[assignment]  # Shadows tuple.index, which nothing calls on it.
     weight: jax.Array | None = None
 
 

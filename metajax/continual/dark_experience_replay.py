@@ -65,10 +65,10 @@ def dark_experience_replay(
     if not is_traced(alpha) and not is_traced(beta) and (alpha < 0 or beta < 0):
         raise ValueError(f"der alpha and beta must be >= 0, got {alpha} and {beta}")
     example = LoggedExample(
-        x=jax.ShapeDtypeStruct(tuple(example_shape), jnp.float32),
-        y=jax.ShapeDtypeStruct((), jnp.int32),
-        logit_mask=jax.ShapeDtypeStruct((num_outputs,), jnp.bool_),
-        logits=jax.ShapeDtypeStruct((num_outputs,), jnp.float32),
+        x=jax.ShapeDtypeStruct(tuple(example_shape), jnp.float32),  # type: ignore[arg-type]  # Shapes, not arrays.
+        y=jax.ShapeDtypeStruct((), jnp.int32),  # type: ignore[arg-type]  # Shapes, not arrays.
+        logit_mask=jax.ShapeDtypeStruct((num_outputs,), jnp.bool_),  # type: ignore[arg-type]  # Shapes, not arrays.
+        logits=jax.ShapeDtypeStruct((num_outputs,), jnp.float32),  # type: ignore[arg-type]  # Shapes, not arrays.
     )
 
     def items(batch, outputs):

@@ -51,9 +51,9 @@ def offered_examples(batch_or_experience) -> BufferedExample:
 def buffered_example(example_shape: tuple[int, ...], num_outputs: int) -> BufferedExample:
     """The shapes of one ``BufferedExample``, to make a buffer of them."""
     return BufferedExample(
-        x=jax.ShapeDtypeStruct(tuple(example_shape), jnp.float32),
-        y=jax.ShapeDtypeStruct((), jnp.int32),
-        logit_mask=jax.ShapeDtypeStruct((num_outputs,), jnp.bool_),
+        x=jax.ShapeDtypeStruct(tuple(example_shape), jnp.float32),  # type: ignore[arg-type]  # Shapes, not arrays.
+        y=jax.ShapeDtypeStruct((), jnp.int32),  # type: ignore[arg-type]  # Shapes, not arrays.
+        logit_mask=jax.ShapeDtypeStruct((num_outputs,), jnp.bool_),  # type: ignore[arg-type]  # Shapes, not arrays.
     )
 
 

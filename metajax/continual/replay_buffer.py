@@ -70,6 +70,7 @@ def _check_offer(buffer: ReplayBuffer, items: Any, key) -> int:
         if jnp.result_type(new) != leaf.dtype and not jnp.can_cast(jnp.result_type(new), leaf.dtype, "same_kind"):
             raise TypeError(f"{name} must be of dtype {leaf.dtype}, got {jnp.result_type(new)}")
     check_key("key", key)
+    assert n is not None  # zip over a non-empty tree of leaves set it.
     return n
 
 

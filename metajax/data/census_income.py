@@ -164,8 +164,14 @@ def census_dataset(
     splits = [
         MultiTaskBatch(encode(rows), census_labels(rows, tasks)) for rows in (train_rows, validation_rows, test_rows)
     ]
+    train, validation, test = splits
     return MultiTaskDataset(
-        *splits, task_names=tuple(tasks), task_kinds=("binary",) * len(tasks), feature_names=tuple(encode.feature_names)
+        train,
+        validation,
+        test,
+        task_names=tuple(tasks),
+        task_kinds=("binary",) * len(tasks),
+        feature_names=tuple(encode.feature_names),
     )
 
 

@@ -16,7 +16,7 @@ Scenarios (van de Ven & Tolias 2019, arXiv 1904.07734):
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def _stack_padded(parts: list[np.ndarray], length: int, fill=0) -> np.ndarray:
 
 def _check_splits(data: MnistSplits) -> None:
     """Examples of one shape, ``x [examples, *example_shape]``, and integer ``y [examples]`` in each split."""
-    example_shape = (...,)  # The test split must have the training split's.
+    example_shape: tuple[Any, ...] = (...,)  # The test split must have the training split's.
     for split in ("train", "test"):
         images = getattr(data, split)
         n, *shape = check_array(f"data.{split}.x", images.x, (None, *example_shape), "[examples, *example_shape]")
@@ -94,7 +94,8 @@ def class_split_stream(data: MnistSplits, class_groups: list[list[int]], scenari
             return np.searchsorted(np.array(sorted(group)), y).astype(np.int32)
         return y
 
-    train_parts, test_parts = [], []
+    train_parts: list[LabeledImages] = []
+    test_parts: list[LabeledImages] = []
     for group in class_groups:
         for split, parts in ((data.train, train_parts), (data.test, test_parts)):
             rows = np.flatnonzero(np.isin(split.y, group))

@@ -51,8 +51,8 @@ def correlated_task_examples(
     """``num_examples`` rows ``x [n, features]``, ``y [n, 2]`` of the two tasks."""
     check_key("key", key)
     check_array("parameters.weights", parameters.weights, (2, None), "[2, features]", dtype="floating")
-    sines = check_array("parameters.alphas", parameters.alphas, (None,), "[sines]", dtype="floating")
-    check_array("parameters.betas", parameters.betas, sines, "[sines] like alphas", dtype="floating")
+    num_sines = check_array("parameters.alphas", parameters.alphas, (None,), "[sines]", dtype="floating")[0]
+    check_array("parameters.betas", parameters.betas, (num_sines,), "[sines] like alphas", dtype="floating")
     if num_examples < 1:
         raise ValueError(f"num_examples must be positive, got {num_examples}")
     x_key, noise_key = jax.random.split(key)

@@ -7,7 +7,8 @@ An entry's ``build(options, *, data_dir) -> FewShotData``; its traits, read befo
 * ``defaults``: the run's sizes when neither the user nor the learner's preset sets them (``ways``,
   ``shots``, ``query_shots``, ``meta_batch``, ``meta_iters``, ``eval_tasks``, ``eval_chunk``,
   ``log_every``);
-* ``model``: ``(name, options)`` of the ``MODELS`` entry a run builds unless told another.
+* ``model``: ``(name, options)`` of the ``MODELS`` entry a run builds unless told another;
+* ``argument``: the option that ``--dataset NAME:VALUE`` sets (``folder:PATH``, ``npz:PATH``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from metajax.data.few_shot import few_shot_sampler
 from metajax.data.omniglot import EXAMPLES_PER_CLASS, load_omniglot
 from metajax.data.sinusoid import INPUT_RANGE, sample_sinusoid_parameters, sinusoid_sampler, sinusoid_task
 from metajax.data.tasks import TaskBatch
+from metajax.data.user_data import UserClassesOptions, check_few_shot_sizes, few_shot_banks, read_classes
 from metajax.meta.base import mean_squared_error, softmax_cross_entropy
 from metajax.options import option
 from metajax.registry import FEW_SHOT_DATASETS
@@ -65,6 +67,7 @@ class FewShotData(NamedTuple):
     model=("mlp", {"hidden": (40, 40)}),  # MAML's and Reptile's sinusoid regressor.
 )  # fmt: skip
 def build_sinusoid(options: None, *, data_dir: str | None) -> FewShotData:
+    """The ``sinusoid`` dataset: regression tasks drawn from a key alone (``options``, ``data_dir`` unused)."""
     placeholder = jnp.zeros(())  # Tasks come from the key alone.
     return FewShotData(
         train=placeholder,
@@ -100,6 +103,7 @@ class OmniglotOptions:
     model=("conv4", {}),
 )  # fmt: skip
 def build_omniglot(options: OmniglotOptions, *, data_dir: str | None) -> FewShotData:
+    """The ``omniglot`` dataset: N-way K-shot episodes from the class banks in ``data_dir`` (or TFDS)."""
     banks = load_omniglot(data_dir, split=options.split)
     return FewShotData(
         train=jnp.asarray(banks.train),
@@ -110,6 +114,71 @@ def build_omniglot(options: OmniglotOptions, *, data_dir: str | None) -> FewShot
         loss_fn=softmax_cross_entropy,
         example_shape=tuple(banks.train.shape[2:]),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotUserOptions(UserClassesOptions):
+    test_classes: float = option(
+        0.25, "share of your classes held out for meta-test tasks (a draw of seed 0: the same every run)", above=0
+    )
+
+    def __post_init__(self):
+        if not 0 < self.test_classes < 1:
+            raise ValueError(f"test-classes must be between 0 and 1, got {self.test_classes}")
+
+
+# Omniglot's task sizes, for a first run on your own classes; 10k meta-steps.
+USER_DEFAULTS = dict(
+    ways=5, shots=1, query_shots=5, meta_batch=32, meta_iters=10_000, eval_tasks=1000, eval_chunk=100, log_every=100
+)
+
+
+def build_user_classes(kind: str, options: FewShotUserOptions) -> FewShotData:
+    """Few-shot tasks of a user's classes (``metajax.data.user_data``): a seeded share of them for meta-test."""
+    data = read_classes(kind, options)
+    banks = few_shot_banks(data, test_classes=options.test_classes)
+
+    def sampler(bank, *, ways, shots, query_shots):
+        check_few_shot_sizes(data, banks, bank.shape, ways=ways, shots=shots, query_shots=query_shots)
+        return few_shot_sampler(bank, ways=ways, shots=shots, query_shots=query_shots)
+
+    return FewShotData(
+        train=jnp.asarray(banks.train),
+        test=jnp.asarray(banks.test),
+        sampler=sampler,
+        loss_fn=softmax_cross_entropy,
+        example_shape=tuple(banks.train.shape[2:]),
+    )
+
+
+@FEW_SHOT_DATASETS.register(
+    "folder",
+    hyperparams=FewShotUserOptions,
+    description="Your own images: a folder of class subfolders (--dataset folder:PATH); classes become tasks' classes.",
+    classes=True,
+    examples_per_class=None,  # Known once the folder is read: the sampler checks it, naming the folder.
+    defaults=USER_DEFAULTS,
+    model=("conv4", {}),
+    argument="path",
+)
+def build_folder(options: FewShotUserOptions, *, data_dir: str | None) -> FewShotData:
+    """The ``folder`` dataset: few-shot tasks from the class subfolders at ``options.path``."""
+    return build_user_classes("folder", options)
+
+
+@FEW_SHOT_DATASETS.register(
+    "npz",
+    hyperparams=FewShotUserOptions,
+    description="Your own examples: an .npz of x (images or vectors) and y (class labels) (--dataset npz:PATH).",
+    classes=True,
+    examples_per_class=None,
+    defaults=USER_DEFAULTS,
+    model=("conv4", {}),
+    argument="path",
+)
+def build_npz(options: FewShotUserOptions, *, data_dir: str | None) -> FewShotData:
+    """The ``npz`` dataset: few-shot tasks from the classes of the ``.npz`` at ``options.path``."""
+    return build_user_classes("npz", options)
 
 
 def plot_sinusoid_fits(apply_fn, learner, state, *, shots: int, seed: int, path: Path, title: str) -> Path:

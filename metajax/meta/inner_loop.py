@@ -99,16 +99,16 @@ def make_gradient_descent_adapt(
 
     def adapt(params: Params, learning_rates, x: jax.Array, y: jax.Array) -> tuple[Params, jax.Array]:
         leaves, treedef = jax.tree.flatten(params)
-        moving = treedef.flatten_up_to(resolve_mask(adapt_mask, params))
+        moving = treedef.flatten_up_to(resolve_mask(adapt_mask, params))  # type: ignore[attr-defined]  # (missing from jax's stubs)
         if jax.tree_util.treedef_is_leaf(jax.tree.structure(learning_rates)):  # One rate for every parameter.
             rates = [learning_rates] * len(leaves)
         else:
-            rates = treedef.flatten_up_to(learning_rates)
+            rates = treedef.flatten_up_to(learning_rates)  # type: ignore[attr-defined]  # (missing from jax's stubs)
         rates = [rate for rate, move in zip(rates, moving, strict=True) if move]
 
         def merge(adapted: list[jax.Array]) -> Params:
             adapted_iter = iter(adapted)
-            return treedef.unflatten(
+            return treedef.unflatten(  # type: ignore[attr-defined]  # (missing from jax's stubs)
                 [next(adapted_iter) if move else leaf for leaf, move in zip(leaves, moving, strict=True)]
             )
 

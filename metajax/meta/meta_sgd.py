@@ -28,7 +28,7 @@ class MetaSGDOptions(MAMLOptions):
     inner_lr: float = option(0.4, "the inner rates' initial value", above=0)
     # Meta-SGD learns rates for the number of steps it trains with and tests
     # with that many (one in the paper); more steps of the learned rates can diverge.
-    eval_inner_steps: int | None = option(
+    eval_inner_steps: int | None = option(  # type: ignore[assignment]  # None: follow inner-steps.
         None, "inner steps when adapting at evaluation (default: inner-steps, which the rates were learned for)",
         minimum=1,
     )  # fmt: skip

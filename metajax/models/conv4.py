@@ -46,12 +46,14 @@ class StridedConv(nn.Module):
     """A 3x3 'SAME' convolution without bias (the batch norm after it adds one).
 
     Three formulations of the same function, chosen by ``impl``:
-      * ``"slices"``: im2col from strided slices of the padded input, then a
-        matmul. Under ``vmap`` over tasks the matmul becomes one batched
-        matmul, and the backward pass of slicing is padding: cheap everywhere.
-      * ``"patches"``: im2col with ``lax.conv_general_dilated_patches``.
-      * ``"lax"``: ``lax.conv_general_dilated``; under ``vmap`` it becomes a
-        grouped convolution, which XLA's CPU backend runs several times slower.
+
+    * ``"slices"``: im2col from strided slices of the padded input, then a
+      matmul. Under ``vmap`` over tasks the matmul becomes one batched
+      matmul, and the backward pass of slicing is padding: cheap everywhere.
+    * ``"patches"``: im2col with ``lax.conv_general_dilated_patches``.
+    * ``"lax"``: ``lax.conv_general_dilated``; under ``vmap`` it becomes a
+      grouped convolution, which XLA's CPU backend runs several times slower.
+
     ``benchmarks/reptile_throughput.py`` measures all three.
     """
 

@@ -56,4 +56,4 @@ class Conv4Options:
 )
 def build_conv4(options: Conv4Options, *, num_outputs: int | None, example_shape: tuple[int, ...]) -> nn.Module:
     check_example_shape("conv4", example_shape, 3, "images [height, width, channels]")
-    return Conv4(num_classes=num_outputs, features=options.conv_features, conv_impl=options.conv_impl)
+    return Conv4(num_classes=num_outputs, features=options.conv_features, conv_impl=options.conv_impl)  # type: ignore[arg-type]  # One of its choices.

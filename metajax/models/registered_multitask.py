@@ -12,6 +12,7 @@ may preset other sizes (census: experts of 4 units).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 
@@ -29,7 +30,7 @@ class TowerOptions:
     tower_units: int = option(8, "units of each task tower's hidden ReLU layers", minimum=1)
     tower_layers: int = option(1, "hidden layers per task tower", minimum=1)
 
-    def towers(self) -> dict[str, tuple[int, ...]]:
+    def towers(self) -> dict[str, Any]:
         return {"tower_hidden": (self.tower_units,) * self.tower_layers}
 
 

@@ -38,7 +38,7 @@ def shared_gradient_norms(task_grads, shared) -> jax.Array:
     leaves, treedef = jax.tree.flatten(task_grads)
     squares = [
         jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1)
-        for leaf, is_shared in zip(leaves, treedef.flatten_up_to(shared), strict=True)
+        for leaf, is_shared in zip(leaves, treedef.flatten_up_to(shared), strict=True)  # type: ignore[attr-defined]  # (missing from jax's stubs)
         if is_shared
     ]
     if not squares:

@@ -51,7 +51,7 @@ class MultiTaskTrainer(NamedTuple):
 
 
 def multitask_trainer(
-    apply_fn: Callable[[Any, jax.Array], MultiTaskOutput],
+    apply_fn: Callable[[Any, jax.typing.ArrayLike], MultiTaskOutput],
     num_tasks: int,
     *,
     optimizer: optax.GradientTransformation,
@@ -89,11 +89,10 @@ def multitask_trainer(
             raise ValueError(f"task_loss must be one of {', '.join(TASK_LOSSES)} or a function, got {task_loss!r}")
         task_loss = TASK_LOSSES[task_loss]
     weighting = weighting or equal_weighting()
-    acts_on_gradients = isinstance(weighting, GradientWeighting)
 
     def task_losses_of(params, batch: MultiTaskBatch) -> tuple[jax.Array, MultiTaskOutput]:
         output = apply_fn(params, batch.x)
-        losses = jax.vmap(task_loss)(output.predictions, batch.y.T)
+        losses = jax.vmap(task_loss)(output.predictions, jnp.asarray(batch.y).T)
         return losses, output
 
     def init(params) -> MultiTaskState:
@@ -107,7 +106,7 @@ def multitask_trainer(
     def train_step(state: MultiTaskState, batch: MultiTaskBatch, *, key: jax.Array):
         check_multitask_batch(batch, num_tasks)
         check_key("key", key)
-        if acts_on_gradients:
+        if isinstance(weighting, GradientWeighting):
             scales = weighting.loss_scales(state.weighting_state)
 
             def task_terms(params):

@@ -12,6 +12,7 @@ from metajax.train.continual_training import build_strategy, build_stream, vmap_
 from metajax.train.continual_training import train_and_evaluate as train_continual
 from metajax.train.errors import RunInterrupted, TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
+from metajax.train.loading import LoadedRun, evaluate_run, load_run
 from metajax.train.meta_training import build as build_meta_learning
 from metajax.train.meta_training import load_data as load_few_shot_data
 from metajax.train.meta_training import train_and_evaluate
@@ -30,6 +31,8 @@ __all__ = [
     # The parts a run is built from.
     "load_few_shot_data", "build_meta_learning", "load_multitask_dataset", "build_multitask_model",
     "build_stream", "build_continual_model", "build_strategy", "vmap_runs",
+    # Trained runs, loaded back from their workdirs and scored again.
+    "load_run", "LoadedRun", "evaluate_run",
     # Evaluation, devices, records, errors.
     "evaluate_tasks", "mean_and_ci95", "sample_and_evaluate",
     "device_mesh", "place_leading_axis", "place_replicated", "shard_leading_axis",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import signal
 import sys
@@ -106,20 +107,41 @@ def _quiet_closed_loop_callbacks() -> None:
         if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
             previous(unraisable)
 
-    hook.drops_closed_loop_callbacks = True
+    hook.drops_closed_loop_callbacks = True  # type: ignore[attr-defined]  # Marks ours, not to wrap twice.
     sys.unraisablehook = hook
 
 
 class RunCheckpoints:
     """The checkpoints of one run: ``restore`` the latest, ``save`` new ones, ``close`` at the end."""
 
-    def __init__(self, workdir: str | Path, config, *, keep: int = 3):
-        """``config``: the run's config dataclass (its field defaults also decide which workdirs resume)."""
+    def __init__(self, workdir: str | Path, config, *, keep: int = 3, read_only: bool = False):
+        """``config``: the run's config dataclass (its field defaults also decide which workdirs resume).
+
+        ``read_only``: to read a run's checkpoints without training it (``metajax.train.loading``): no
+        lock, no check or record of the config, and an unreadable checkpoint is passed over, not moved.
+        """
         self.directory = Path(workdir).absolute() / "checkpoints"
+        self._read_only = read_only
+        self.restored_step: int | None = None
+        self._saves = 0
+        self._last_step: int | None = None
+        if read_only:
+            self._lock = None
+            absl_logger = logging.getLogger("absl")
+            level = absl_logger.level
+            absl_logger.setLevel(logging.ERROR)  # orbax warns that a read-only folder is read-only.
+            try:
+                self._manager = ocp.CheckpointManager(
+                    self.directory,
+                    options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
+                )
+            finally:
+                absl_logger.setLevel(level)
+            return
         # Of several hosts sharing the workdir, process 0 locks it; the others save with it.
         self._lock = _WorkdirLock(Path(workdir)) if is_primary_process() else None
         defaults = {
-            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
             for f in dataclasses.fields(config)
             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         }
@@ -129,8 +151,6 @@ class RunCheckpoints:
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
         )
-        self._saves = 0
-        self._last_step: int | None = None
 
     @staticmethod
     def _check_config(path: Path, config: dict[str, Any], defaults: dict[str, Any], run_format: int) -> None:
@@ -202,9 +222,10 @@ class RunCheckpoints:
                     args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()),
                 )
             except Exception as error:  # orbax and TensorStore raise many kinds for a damaged file.
-                while error.__cause__ is not None:  # The first error says most (which file, what is wrong).
-                    error = error.__cause__
-                reason = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+                first: BaseException = error
+                while first.__cause__ is not None:  # The first error says most (which file, what is wrong).
+                    first = first.__cause__
+                reason = f"{type(first).__name__}: {' '.join(str(first).split())[:300]}"
                 if jax.process_count() > 1:
                     raise ValueError(
                         f"the checkpoint at step {step} in {self.directory} cannot be read ({reason}); a run of "
@@ -213,6 +234,7 @@ class RunCheckpoints:
                 unreadable.append((step, reason))
                 continue
             self._set_aside(unreadable)
+            self.restored_step = step
             # Host copies, not arrays committed to the device orbax put them on, so
             # that the run lays them out over its own mesh as it did the fresh state.
             return jax.tree.map(np.asarray, restored["state"]), restored["record"]
@@ -223,7 +245,11 @@ class RunCheckpoints:
         )
 
     def _set_aside(self, unreadable: list[tuple[int, str]]) -> None:
-        """Moves unreadable checkpoints out of orbax's folder, keeping them for a look."""
+        """Moves unreadable checkpoints out of orbax's folder, keeping them for a look (read-only: says so)."""
+        if self._read_only:
+            for step, reason in unreadable:
+                report(f"the checkpoint at step {step} cannot be read ({reason}); reading an earlier one")
+            return
         aside = self.directory.parent / "unreadable_checkpoints"
         for step, reason in unreadable:
             aside.mkdir(exist_ok=True)

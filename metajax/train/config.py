@@ -37,7 +37,9 @@ class MetaLearningConfig:
     algorithm: str = option("reptile", "the meta-learner (metajax list shows them)")
     algorithm_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset: str | None = option(
-        None, "the tasks (default: sinusoid, which needs no files; omniglot for learners that need classes)"
+        None,
+        "the tasks: a registered dataset, or folder:PATH / npz:PATH for your own (default: sinusoid, which needs no "
+        "files; omniglot for learners that need classes)",
     )
     dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     model: str | None = option(
@@ -73,7 +75,7 @@ class MetaLearningConfig:
 
     def resolved(self) -> MetaLearningConfig:
         """This config with every ``None`` replaced by the preset and every option filled in, checked
-        (one-line ``ValueError``s)."""
+        (a bad value raises a one-line ``ValueError``)."""
         config = checked_fields(self)
         learner = META_LEARNERS.get(config.algorithm)
         needs_classes = bool(learner.trait("needs_classes"))
@@ -88,7 +90,7 @@ class MetaLearningConfig:
                 f"{learner.name} is a classifier, and {dataset.name} regression has no classes "
                 f"(use --dataset {' or '.join(with_classes)})"
             )
-        _, dataset_options = FEW_SHOT_DATASETS.resolve(dataset.name, config.dataset_options)
+        _, dataset_options = FEW_SHOT_DATASETS.resolve(config.dataset, config.dataset_options)  # Maybe NAME:PATH.
 
         preset = dict(learner.trait("presets", {}).get(dataset.name, {}))
         sizes = {**dataset.trait("defaults"), **{name: preset.pop(name) for name in SIZES if name in preset}}
@@ -111,6 +113,7 @@ class MetaLearningConfig:
             sweep=check_sweep(config.sweep, sweepable),
             algorithm=learner.name,
             algorithm_options=algorithm_options,
+            dataset=dataset.name,
             dataset_options=dataset_options,
             model=model.name,
             model_options=model_options,

@@ -20,7 +20,8 @@ class ContinualConfig:
 
     ``benchmark``, ``strategy`` and ``model`` name entries of
     ``metajax.registry``'s ``CONTINUAL_BENCHMARKS``, ``CONTINUAL_STRATEGIES``
-    and ``MODELS``; ``strategy_options`` and ``model_options`` set fields of
+    and ``MODELS`` (``folder:PATH`` and ``npz:PATH``: your own data);
+    ``benchmark_options``, ``strategy_options`` and ``model_options`` set fields of
     the entry's own hyperparameter dataclass (the rest keep its defaults, the
     paper's preset). ``scenario=None`` takes the benchmark's first (class-IL
     for split benchmarks, domain-IL for Permuted MNIST). The optimizer (Adam,
@@ -35,7 +36,10 @@ class ContinualConfig:
     # version 1 cannot be resumed (their checkpoints hold other pytrees).
     RUN_FORMAT: ClassVar[int] = 2
 
-    benchmark: str = option("split-gaussian", "the stream of experiences (metajax list shows them)")
+    benchmark: str = option(
+        "split-gaussian", "the stream of experiences (metajax list shows them; folder:PATH or npz:PATH: your own data)"
+    )
+    benchmark_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     scenario: str | None = option(None, "task-il, domain-il or class-il (default: the benchmark's usual one)")
     strategy: str = option("naive", "the continual-learning strategy (metajax list shows them)")
     strategy_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -59,9 +63,10 @@ class ContinualConfig:
     sweep: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
     def resolved(self) -> ContinualConfig:
-        """This config with the scenario and every option filled in, checked (one-line ``ValueError``s)."""
+        """This config with the scenario and every option filled in, checked (a bad value raises a one-line
+        ``ValueError``)."""
         config = checked_fields(self)
-        benchmark = CONTINUAL_BENCHMARKS.get(config.benchmark)
+        benchmark, benchmark_options = CONTINUAL_BENCHMARKS.resolve(config.benchmark, config.benchmark_options)
         scenarios = benchmark.trait("scenarios")
         scenario = scenarios[0] if config.scenario is None else config.scenario
         if scenario not in scenarios:
@@ -74,6 +79,7 @@ class ContinualConfig:
         return dataclasses.replace(
             config,
             benchmark=benchmark.name,
+            benchmark_options=benchmark_options,
             scenario=scenario,
             strategy=strategy.name,
             strategy_options=strategy_options,

@@ -25,13 +25,18 @@ from metajax.train.continual_config import ContinualConfig
 from metajax.train.engine import Loop, Unit, dry_run_summary, start_run, train_loop, write_summary
 from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, is_primary_process, place_leading_axis, shard_leading_axis, to_host
-from metajax.train.sweeps import by_point, mean_std, run_grid, traced_build, with_values
+from metajax.train.sweeps import RunGrid, by_point, mean_std, run_grid, traced_build, with_values
 
 
 def build_stream(config: ContinualConfig) -> Stream:
     """The stream ``config.benchmark`` names (``config`` resolved)."""
-    return CONTINUAL_BENCHMARKS.get(config.benchmark).build(
-        data_dir=config.data_dir, scenario=config.scenario, experiences=config.experiences, seed=config.seed
+    entry = CONTINUAL_BENCHMARKS.get(config.benchmark)
+    return entry.build(
+        entry.options(config.benchmark_options),
+        data_dir=config.data_dir,
+        scenario=config.scenario,
+        experiences=config.experiences,
+        seed=config.seed,
     )
 
 
@@ -117,6 +122,39 @@ def vmap_runs(fn: Callable, in_axes: tuple[int | None, ...]) -> Callable:
     return run
 
 
+def initial_states(config: ContinualConfig, model, stream: Stream, grid: RunGrid):
+    """``(states, train_keys)``: every run's initial learner state and training key, along a leading run axis."""
+
+    @jax.jit  # One compilation; run op by op, initializing compiled each of its many small operations.
+    def initial_runs(example, values):
+        # The same seeds at every sweep point: the points differ by their values alone.
+        seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(grid.seed_indices())
+        init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
+        params = jax.vmap(model.init, in_axes=(0, None))(init_keys, example)
+        return jax.vmap(lambda p, v: build_learner(config, model, stream, v).init(p))(params, values), train_keys
+
+    return initial_runs(jnp.asarray(stream.train_x[0, :1]), grid.values())
+
+
+def experience_test_sets(stream: Stream) -> tuple[jax.Array, ...]:
+    """Every experience's test set as the learners' ``accuracy`` takes it: ``(x, y, mask, logit_mask)``."""
+    return tuple(jnp.asarray(a) for a in (stream.test_x, stream.test_y, stream.test_mask, stream.logit_mask))
+
+
+def runs_accuracy(config: ContinualConfig, model, stream: Stream):
+    """``accuracy(states, values, *test_sets) -> [runs, experiences]``, jitted: every run's accuracy on every
+    experience's test set (``values``: the runs' swept hyperparameters, ``grid.values()``)."""
+
+    @jax.jit
+    def accuracy_of_runs(states, values, *test):
+        return vmap_runs(
+            lambda state, values, *test: build_learner(config, model, stream, values).accuracy(state, *test),
+            (0, 0, None, None, None, None),
+        )(states, values, *test)
+
+    return accuracy_of_runs
+
+
 def train_and_evaluate(
     config: ContinualConfig,
     workdir: str | Path,
@@ -149,20 +187,11 @@ def train_and_evaluate(
     build_learner(config, model, stream)  # Its errors before any compilation.
     grid = run_grid(config.sweep, config.seeds)  # Runs: sweep points x seeds, point-major.
     run_values = grid.values()  # {name: [runs]}; empty without a sweep.
-    test = tuple(jnp.asarray(a) for a in (stream.test_x, stream.test_y, stream.test_mask, stream.logit_mask))
-
-    @jax.jit  # One compilation; run op by op, initializing compiled each of its many small operations.
-    def initial_runs(example, values):
-        # The same seeds at every sweep point: the points differ by their values alone.
-        seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(grid.seed_indices())
-        init_keys, train_keys = jax.vmap(lambda k: jax.random.split(k))(seed_keys).transpose(1, 0)
-        params = jax.vmap(model.init, in_axes=(0, None))(init_keys, example)
-        return jax.vmap(lambda p, v: build_learner(config, model, stream, v).init(p))(params, values), train_keys
-
+    test = experience_test_sets(stream)
     mesh = device_mesh(devices)
     # The run axis laid out as train_experience returns it, so neither it nor
     # accuracy compiles a second time for a new input sharding.
-    state, train_keys = place_leading_axis(initial_runs(jnp.asarray(stream.train_x[0, :1]), run_values), mesh)
+    state, train_keys = place_leading_axis(initial_states(config, model, stream, grid), mesh)
     run_values = place_leading_axis(run_values, mesh)
     # No buffer donation: strategy states may hold the very arrays of the params (SI's, LwF's anchors at init).
 
@@ -177,12 +206,7 @@ def train_and_evaluate(
 
         return vmap_runs(train_one, (0, 0, 0))(states, step_keys, values)
 
-    @jax.jit
-    def accuracy_of_runs(states, values, *test):
-        return vmap_runs(
-            lambda state, values, *test: build_learner(config, model, stream, values).accuracy(state, *test),
-            (0, 0, None, None, None, None),
-        )(states, values, *test)
+    accuracy_of_runs = runs_accuracy(config, model, stream)
 
     train_experience = jax.jit(train_runs)
 
@@ -215,7 +239,7 @@ def train_and_evaluate(
         bar_unit="exp",
     )
     # Experiences done, accuracy rows so far and time trained, carried across a resumption.
-    progress = {"experiences": 0, "rows": [], "train_seconds": 0.0}
+    progress: dict[str, Any] = {"experiences": 0, "rows": [], "train_seconds": 0.0}
     state, progress = train_loop(
         workdir,
         config,

@@ -31,7 +31,7 @@ from metajax.train.run_info import progress_bar, report, run_metadata
 from metajax.train.run_info import write_summary as write_summary
 
 
-def start_run(config, workdir: str | Path, checkpoint_every: int):
+def start_run(config: Any, workdir: str | Path, checkpoint_every: int) -> tuple[Any, Path]:
     """``(config.resolved(), workdir as a Path)``, the workdir made; a bad checkpoint interval fails first."""
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint-every must be a positive integer, got {checkpoint_every}")

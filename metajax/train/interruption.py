@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
@@ -41,7 +42,7 @@ class StopSignals:
 
     def __init__(self):
         self.received: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}
         self._several_processes = False
 
     def __enter__(self) -> StopSignals:
@@ -88,6 +89,7 @@ class StopSignals:
 
     def interrupted(self, where: str, checkpoint_directory) -> RunInterrupted:
         """The error to stop with once the checkpoint ``where`` names is saved."""
+        assert self.received is not None, "interrupted() before a signal was received"
         name = signal.Signals(self.received).name
         return RunInterrupted(
             f"stopped by {name} {where}; its checkpoint is saved in {checkpoint_directory}: "

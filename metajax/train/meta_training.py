@@ -20,7 +20,7 @@ from metajax.train.errors import TrainingDiverged
 from metajax.train.evaluation import evaluate_tasks, mean_and_ci95, sample_and_evaluate
 from metajax.train.run_info import progress_bar, report, run_metadata
 from metajax.train.sharding import device_mesh, is_primary_process, place_replicated, shard_leading_axis, to_host
-from metajax.train.sweeps import by_point, run_grid, traced_build, with_values
+from metajax.train.sweeps import RunGrid, by_point, run_grid, traced_build, with_values
 
 
 def load_data(config: MetaLearningConfig):
@@ -29,8 +29,11 @@ def load_data(config: MetaLearningConfig):
     return entry.build(entry.options(config.dataset_options), data_dir=config.data_dir)
 
 
-def build(config: MetaLearningConfig, data):
+def build(config: MetaLearningConfig, data, *, num_outputs: int | None = None):
     """The model, an example input, the learner, and samplers ``sampler(bank) -> sample`` per split.
+
+    ``num_outputs``: the classifier's outputs (default: ``config.ways``); a trained run's, to score it on
+    tasks of fewer ways (``metajax.train.loading``).
 
     The test sampler takes the support shots as an optional second argument
     (default: the config's), for scoring one trained run at several shot counts.
@@ -43,7 +46,7 @@ def build(config: MetaLearningConfig, data):
     model_entry = MODELS.get(config.model)
     model = model_entry.build(
         model_entry.options(config.model_options),
-        num_outputs=None if learner_entry.trait("embeds") else config.ways,
+        num_outputs=None if learner_entry.trait("embeds") else num_outputs or config.ways,
         example_shape=data.example_shape,
     )
     example = jnp.zeros((1, *data.example_shape))
@@ -68,6 +71,31 @@ def build(config: MetaLearningConfig, data):
         return traced_build(lambda: learner_entry.build(with_values(options, values), context), list(values))
 
     return model, example, learner, train_sampler, test_sampler
+
+
+def _over_runs(fn, in_axes, several: bool):
+    """``fn`` vmapped over the run axis of the arguments ``in_axes`` marks 0, when there are several runs."""
+    return jax.vmap(fn, in_axes=in_axes) if several else fn
+
+
+def run_keys(config: MetaLearningConfig, grid: RunGrid) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The runs' initialization, training and evaluation keys (``[runs]`` key arrays when there are several):
+    run r's are those of a lone run of seed ``seed + its seed index``."""
+    several = grid.size > 1
+    seeds = grid.seed_indices() + config.seed if several else np.asarray(config.seed)
+    keys = _over_runs(lambda seed: jax.random.split(jax.random.key(seed), 3), (0,), several)(jnp.asarray(seeds))
+    return keys[..., 0], keys[..., 1], keys[..., 2]
+
+
+def initial_state(config: MetaLearningConfig, model, example, make_learner, grid: RunGrid, init_key):
+    """The runs' initial learner state, with a leading run axis when there are several (``build``'s parts)."""
+    init = _over_runs(
+        lambda key, x, values: make_learner(config.transductive, values).init(model.init(key, x)),
+        (0, None, 0),
+        grid.size > 1,
+    )
+    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
+    return jax.jit(init)(init_key, example, grid.values(squeeze_lone=True))
 
 
 def _mode_name(transductive: bool) -> str:
@@ -119,16 +147,10 @@ def train_and_evaluate(
     run_values = grid.values(squeeze_lone=True)
 
     def over_runs(fn, in_axes):
-        """``fn`` vmapped over the run axis of the arguments ``in_axes`` marks 0, when there are several runs."""
-        return jax.vmap(fn, in_axes=in_axes) if several else fn
+        return _over_runs(fn, in_axes, several)
 
-    # Run r trains as a lone run of seed ``seed + its seed index`` would (the same keys).
-    seeds = grid.seed_indices() + config.seed if several else np.asarray(config.seed)
-    keys = over_runs(lambda seed: jax.random.split(jax.random.key(seed), 3), (0,))(jnp.asarray(seeds))
-    init_key, train_key, eval_key = keys[..., 0], keys[..., 1], keys[..., 2]
-    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
-    state = jax.jit(over_runs(lambda key, x, values: make_learner(config.transductive, values).init(model.init(key, x)),
-                              (0, None, 0)))(init_key, example, run_values)  # fmt: skip
+    init_key, train_key, eval_key = run_keys(config, grid)
+    state = initial_state(config, model, example, make_learner, grid, init_key)
 
     def run_chunk(state, bank, train_key, values, num_steps):
         learner = make_learner(config.transductive, values)
@@ -176,7 +198,7 @@ def train_and_evaluate(
             value = values[..., -1] if name in schedules else values.mean(axis=-1)
             return value.tolist() if several else float(value)
 
-        record = {"step": done + num_steps}
+        record: dict[str, Any] = {"step": done + num_steps}
         record.update({name: summed(name, values) for name, values in metrics.items()})
         record["tasks_per_second"] = num_steps * config.meta_batch * grid.size / elapsed
         if record["step"] % print_every == 0 or record["step"] == config.meta_iters:
@@ -199,7 +221,7 @@ def train_and_evaluate(
         bar_unit="it",
     )
     # What the summary needs beyond the state, carried across a resumption.
-    progress = {"train_seconds": 0.0, "steady_seconds": 0.0, "steady_steps": 0, "last_record": None}
+    progress: dict[str, Any] = {"train_seconds": 0.0, "steady_seconds": 0.0, "steady_steps": 0, "last_record": None}
     state, progress = train_loop(
         workdir,
         config,
@@ -212,6 +234,61 @@ def train_and_evaluate(
         place=lambda state: place_replicated(state, mesh),  # Where train_chunk returns it: one compilation.
     )
     record, train_seconds = progress["last_record"], progress["train_seconds"]
+
+    scores = score_test_tasks(
+        config, state, make_learner, test_sampler, test_bank, eval_key=eval_key, grid=grid, mesh=mesh,
+        show_progress=show_progress,
+    )  # fmt: skip
+
+    summary: dict[str, Any] = {
+        "algorithm": config.algorithm,
+        **run_metadata(config),
+        "meta_iters_done": loop.done(state, progress),
+        "meta_tasks_per_second": clock.rate(progress, config.meta_iters) * config.meta_batch * grid.size,
+        "train_seconds": train_seconds,
+        "final_training_loss": record[training_loss],
+    }
+    summary.update(evaluation_figures(scores, config, grid))
+    if several:  # Each run's own training loss beside its figures.
+        summary["runs"] = [
+            {**grid.describe(run), "final_training_loss": record[training_loss][run], **figures}
+            for run, figures in enumerate(summary["runs"])
+        ]
+    if not classification and data.plot is not None:
+        summary["plot"] = str(workdir / f"{config.dataset}_fits.png")
+        if primary:  # Host copies of the weights: the plot's computations stay on this process.
+            title = f"{config.algorithm} on {config.dataset} after {config.meta_iters} meta-iterations"
+            if several:
+                title += " (run 0)"
+            first = jax.tree.map(lambda a: a[0], to_host(state)) if several else to_host(state)
+            data.plot(
+                model.apply, make_learner(config.transductive, grid.points[0]), first, shots=config.shots,
+                seed=config.seed, path=Path(summary["plot"]), title=title,
+            )  # fmt: skip
+    write_summary(workdir, summary)
+    return summary
+
+
+def score_test_tasks(
+    config: MetaLearningConfig,
+    state,
+    make_learner,
+    test_sampler,
+    test_bank,
+    *,
+    eval_key,
+    grid: RunGrid,
+    mesh=None,
+    show_progress: bool = False,
+) -> dict[int, dict[str, dict[str, np.ndarray]]]:
+    """The trained runs' per-task test scores ``{shots: {mode: {metric: [(runs,) tasks]}}}`` (``build``'s parts,
+    ``run_keys``' evaluation key): ``config.eval_tasks`` tasks at ``config.shots`` and each of
+    ``also_eval_shots``; raises ``TrainingDiverged`` where adaptation diverged on a task."""
+    classification = FEW_SHOT_DATASETS.get(config.dataset).trait("classes")
+    run_values = grid.values(squeeze_lone=True)
+
+    def over_runs(fn, in_axes):
+        return _over_runs(fn, in_axes, grid.size > 1)
 
     # Classification runs are scored in both batch-norm modes (the papers report both);
     # the configured one is the headline. Regression has no batch norm. Every
@@ -240,7 +317,7 @@ def train_and_evaluate(
             )
             # The same key in every mode: the same test classes and inner mini-batches.
             scores[shots][mode] = evaluate_tasks(
-                lambda k, evaluate_chunk=evaluate_chunk: evaluate_chunk(state, k, run_values),
+                partial(_evaluate_with, evaluate_chunk, state, run_values),
                 key=eval_key,
                 num_tasks=config.eval_tasks,
                 chunk_size=config.eval_chunk,
@@ -257,44 +334,25 @@ def train_and_evaluate(
                     f"{config.eval_tasks * grid.size} test tasks, so adaptation diverged (an inner step size, or a "
                     "count of evaluation inner steps, too large?)"
                 )
+    return scores
 
-    summary: dict[str, Any] = {
-        "algorithm": config.algorithm,
-        **run_metadata(config),
-        "meta_iters_done": loop.done(state, progress),
-        "meta_tasks_per_second": clock.rate(progress, config.meta_iters) * config.meta_batch * grid.size,
-        "train_seconds": train_seconds,
-        "final_training_loss": record[training_loss],
-    }
-    if not several:
-        summary.update(_test_figures(scores, config, classification))
-    else:  # Each run's figures, each sweep point's mean and std over its seeds, and the mean over every run.
-        per_run = [
-            _test_figures(jax.tree.map(lambda a, r=run: a[r], scores), config, classification)
-            for run in range(grid.size)
-        ]
-        headline = "test_accuracy" if classification else "test_mse"
-        summary["runs"] = [
-            {**grid.describe(run), "final_training_loss": record[training_loss][run], **figures}
-            for run, figures in enumerate(per_run)
-        ]
-        summary[headline] = float(np.mean([figures[headline] for figures in per_run]))
-        summary[f"{headline}_std_over_runs"] = float(np.std([figures[headline] for figures in per_run]))
-        if config.sweep:
-            summary["sweep"] = by_point(grid, {headline: [figures[headline] for figures in per_run]})
-    if not classification and data.plot is not None:
-        summary["plot"] = str(workdir / f"{config.dataset}_fits.png")
-        if primary:  # Host copies of the weights: the plot's computations stay on this process.
-            title = f"{config.algorithm} on {config.dataset} after {config.meta_iters} meta-iterations"
-            if several:
-                title += " (run 0)"
-            first = jax.tree.map(lambda a: a[0], to_host(state)) if several else to_host(state)
-            data.plot(
-                model.apply, make_learner(config.transductive, grid.points[0]), first, shots=config.shots,
-                seed=config.seed, path=Path(summary["plot"]), title=title,
-            )  # fmt: skip
-    write_summary(workdir, summary)
-    return summary
+
+def evaluation_figures(scores, config: MetaLearningConfig, grid: RunGrid) -> dict[str, Any]:
+    """The summary's test figures from ``score_test_tasks``' scores: a lone run's, or each run's (``runs``),
+    their mean and spread, and each sweep point's."""
+    classification = FEW_SHOT_DATASETS.get(config.dataset).trait("classes")
+    if grid.size == 1:
+        return _test_figures(scores, config, classification)
+    per_run = [
+        _test_figures(jax.tree.map(lambda a, r=run: a[r], scores), config, classification) for run in range(grid.size)
+    ]
+    headline = "test_accuracy" if classification else "test_mse"
+    figures: dict[str, Any] = {"runs": [{**grid.describe(run), **f} for run, f in enumerate(per_run)]}
+    figures[headline] = float(np.mean([f[headline] for f in per_run]))
+    figures[f"{headline}_std_over_runs"] = float(np.std([f[headline] for f in per_run]))
+    if config.sweep:
+        figures["sweep"] = by_point(grid, {headline: [f[headline] for f in per_run]})
+    return figures
 
 
 def _test_figures(scores, config: MetaLearningConfig, classification: bool) -> dict[str, Any]:
@@ -322,3 +380,8 @@ def _test_figures(scores, config: MetaLearningConfig, classification: bool) -> d
                 mse, ci95 = mean_and_ci95(shot_scores[_mode_name(config.transductive)]["loss"])
                 figures["test_mse_by_shots"][str(shots)] = {"mse": mse, "mse_ci95": ci95}
     return figures
+
+
+def _evaluate_with(evaluate_chunk, state, run_values, key):
+    """``evaluate_chunk(state, key, run_values)``, the key last for ``evaluate_tasks``."""
+    return evaluate_chunk(state, key, run_values)

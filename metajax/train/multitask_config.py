@@ -34,7 +34,9 @@ class MultiTaskConfig:
     # Version 3: datasets and models by registered name with their own options (version 2: weightings).
     RUN_FORMAT: ClassVar[int] = 3
 
-    dataset: str = option("synthetic", "the tasks (default: the MMoE paper's synthetic pair, which needs no files)")
+    dataset: str = option(
+        "synthetic", "the tasks (default: the MMoE paper's synthetic pair, which needs no files; npz:PATH: your own)"
+    )
     dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     data_dir: str | None = option(None, "folder with census-income.test.gz (and census-income.data.gz if you have it)")
     model: str = option("mmoe", "the multi-task model (metajax list shows them)")
@@ -53,7 +55,7 @@ class MultiTaskConfig:
 
     def resolved(self) -> MultiTaskConfig:
         """This config with every ``None`` replaced by the dataset's preset and every option filled in,
-        checked (one-line ``ValueError``s)."""
+        checked (a bad value raises a one-line ``ValueError``)."""
         config = checked_fields(self)
         dataset, dataset_options = MULTITASK_DATASETS.resolve(config.dataset, config.dataset_options)
         model_entry = MULTITASK_MODELS.get(config.model)

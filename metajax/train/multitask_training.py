@@ -22,7 +22,7 @@ from metajax.train.engine import Loop, SteadyClock, Unit, dry_run_summary, start
 from metajax.train.multitask_config import MultiTaskConfig
 from metajax.train.run_info import run_metadata
 from metajax.train.sharding import device_mesh, place_replicated, shard_leading_axis, to_host
-from metajax.train.sweeps import by_point, run_grid, traced_build, with_values
+from metajax.train.sweeps import RunGrid, by_point, run_grid, traced_build, with_values
 
 
 def build_model(config: MultiTaskConfig, num_tasks: int) -> nn.Module:
@@ -114,16 +114,10 @@ def train_and_evaluate(
     run_values = grid.values(squeeze_lone=True)
 
     def over_runs(fn, in_axes):
-        return jax.vmap(fn, in_axes=in_axes) if several else fn
+        return _over_runs(fn, in_axes, several)
 
-    # Run r trains as a lone run with --seed seed + its seed index and the same --data-seed would.
-    seeds = grid.seed_indices() + config.seed if several else np.asarray(config.seed)
-    keys = over_runs(lambda seed: jax.random.split(jax.random.key(seed)), (0,))(jnp.asarray(seeds))
-    init_key, train_key = keys[..., 0], keys[..., 1]
-    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
-    state = jax.jit(over_runs(lambda key, x, values: trainer_for(values).init(model.init(key, x)), (0, None, 0)))(
-        init_key, train_data.x[:1], run_values
-    )
+    init_key, train_key = run_keys(config, grid)
+    state = initial_state(config, model, dataset, grid, init_key)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_epoch(state, data, train_key, values, epoch):  # The epoch's key derived inside the program.
@@ -132,11 +126,7 @@ def train_and_evaluate(
 
         return over_runs(one_run, (0, 0, 0))(state, train_key, values)
 
-    predict = jax.jit(model.apply)
-
-    def score(params, split):
-        split = getattr(dataset, split) if isinstance(split, str) else split
-        return score_split(predict, params, split, dataset.task_names, dataset.task_kinds)
+    score = split_scorer(model, dataset)
 
     def run_params(params, run):
         return jax.tree.map(lambda a: a[run], params) if several else params
@@ -212,8 +202,8 @@ def train_and_evaluate(
         bar_unit="epoch",
     )
     # Everything beyond the state that the summary needs, carried across a resumption.
-    progress = {"epoch": 0, "best_value": None, "best_epoch": 0, "best_validation": None, "steady_seconds": 0.0,
-                "steady_epochs": 0, "train_seconds": 0.0}  # fmt: skip
+    progress: dict[str, Any] = {"epoch": 0, "best_value": None, "best_epoch": 0, "best_validation": None,
+                                "steady_seconds": 0.0, "steady_epochs": 0, "train_seconds": 0.0}  # fmt: skip
     if several:  # One best epoch per run.
         progress.update(best_value=[None] * grid.size, best_epoch=[0] * grid.size, best_validation=[None] * grid.size)
     carry, progress = train_loop(
@@ -237,44 +227,87 @@ def train_and_evaluate(
         "tasks": list(dataset.task_names),
     }
     summary: dict[str, Any] = {"model": config.model, **run_metadata(config), "data": data}
-    if not several:
-        summary.update(_run_figures(score, best_params, state.params, progress["best_epoch"],
-                                    progress["best_validation"]))  # fmt: skip
-    else:  # Each run's figures, each sweep point's mean and std over its seeds, and the mean over every run.
-        runs = [
-            {
-                **grid.describe(run),
-                **_run_figures(
-                    score,
-                    run_params(best_params, run),
-                    run_params(state.params, run),
-                    progress["best_epoch"][run],
-                    progress["best_validation"][run],
-                ),
-            }  # fmt: skip
-            for run in range(grid.size)
-        ]
-        over_runs = {  # {task: {metric: [one per run]}}
-            task: {metric: [run["tasks"][task][metric] for run in runs] for metric in scores}
-            for task, scores in runs[0]["tasks"].items()
-        }
-        summary["tasks"] = jax.tree.map(lambda values: float(np.mean(values)), over_runs, is_leaf=_is_list)
-        summary["tasks_std_over_runs"] = jax.tree.map(lambda values: float(np.std(values)), over_runs, is_leaf=_is_list)
-        summary["runs"] = runs
-        if config.sweep:  # Each task's headline metric: "income_auc", "task_1_mse".
-            headlines = {
-                f"{task}_{metric}": values
-                for task, metrics in over_runs.items()
-                for metric, values in metrics.items()
-                if metric in ("auc", "mse")
-            }
-            summary["sweep"] = by_point(grid, headlines)
+    summary.update(evaluation_figures(score, best_params, state.params, progress, grid))
     summary["examples_per_second"] = (
         clock.rate(progress, config.epochs) * steps_per_epoch * config.batch_size * grid.size
     )
     summary["train_seconds"] = progress["train_seconds"]
     write_summary(workdir, summary)
     return summary
+
+
+def _over_runs(fn, in_axes, several: bool):
+    """``fn`` vmapped over the run axis of the arguments ``in_axes`` marks 0, when there are several runs."""
+    return jax.vmap(fn, in_axes=in_axes) if several else fn
+
+
+def run_keys(config: MultiTaskConfig, grid: RunGrid) -> tuple[jax.Array, jax.Array]:
+    """The runs' initialization and training keys (``[runs]`` key arrays when there are several): run r's are
+    those of a lone run with ``--seed seed + its seed index`` and the same ``--data-seed``."""
+    several = grid.size > 1
+    seeds = grid.seed_indices() + config.seed if several else np.asarray(config.seed)
+    keys = _over_runs(lambda seed: jax.random.split(jax.random.key(seed)), (0,), several)(jnp.asarray(seeds))
+    return keys[..., 0], keys[..., 1]
+
+
+def initial_state(config: MultiTaskConfig, model: nn.Module, dataset: MultiTaskDataset, grid: RunGrid, init_key):
+    """The runs' initial trainer state, with a leading run axis when there are several."""
+
+    def init(key, x, values):
+        return build_trainer(config, model, dataset, values=values).init(model.init(key, x))
+
+    # Jitted: one compilation, where initializing op by op compiled each of its many small operations.
+    init = jax.jit(_over_runs(init, (0, None, 0), grid.size > 1))
+    return init(init_key, jnp.asarray(dataset.train.x[:1]), grid.values(squeeze_lone=True))
+
+
+def split_scorer(model: nn.Module, dataset: MultiTaskDataset):
+    """``score(params, split)``: ``score_split`` of ``model`` on a split of ``dataset`` (its name or the split)."""
+    predict = jax.jit(model.apply)
+
+    def score(params, split):
+        split = getattr(dataset, split) if isinstance(split, str) else split
+        return score_split(predict, params, split, dataset.task_names, dataset.task_kinds)
+
+    return score
+
+
+def evaluation_figures(score, best_params, final_params, progress: dict[str, Any], grid: RunGrid) -> dict[str, Any]:
+    """The summary's test figures (``score``: a ``split_scorer``): a lone run's, or each run's (``runs``), their
+    mean and spread over runs, and each sweep point's; ``progress``: the run's record of its best epochs."""
+    if grid.size == 1:
+        return _run_figures(score, best_params, final_params, progress["best_epoch"], progress["best_validation"])
+    runs = [
+        {
+            **grid.describe(run),
+            **_run_figures(
+                score,
+                jax.tree.map(lambda a, r=run: a[r], best_params),
+                jax.tree.map(lambda a, r=run: a[r], final_params),
+                progress["best_epoch"][run],
+                progress["best_validation"][run],
+            ),
+        }
+        for run in range(grid.size)
+    ]
+    task_figures = {  # {task: {metric: [one per run]}}
+        task: {metric: [run["tasks"][task][metric] for run in runs] for metric in scores}
+        for task, scores in runs[0]["tasks"].items()
+    }
+    figures: dict[str, Any] = {
+        "tasks": jax.tree.map(lambda values: float(np.mean(values)), task_figures, is_leaf=_is_list),
+        "tasks_std_over_runs": jax.tree.map(lambda values: float(np.std(values)), task_figures, is_leaf=_is_list),
+        "runs": runs,
+    }
+    if any(grid.points[0]):  # A sweep: each task's headline metric ("income_auc", "task_1_mse") by point.
+        headlines = {
+            f"{task}_{metric}": values
+            for task, metrics in task_figures.items()
+            for metric, values in metrics.items()
+            if metric in ("auc", "mse")
+        }
+        figures["sweep"] = by_point(grid, headlines)
+    return figures
 
 
 def _run_figures(score, best_params, final_params, best_epoch: int, best_validation) -> dict[str, Any]:

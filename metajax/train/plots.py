@@ -100,7 +100,7 @@ def _plot_gate_weights(weights: dict[str, list[float]], path: Path) -> Path:
     for index, task in enumerate(tasks):
         axis.bar(np.arange(experts) + index * width, weights[task], width, label=task)
     axis.set(xlabel="expert", ylabel="mean gate weight", xticks=np.arange(experts) + 0.4 - width / 2)
-    axis.set_xticklabels(range(experts))
+    axis.set_xticklabels([str(expert) for expert in range(experts)])
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=90)
