@@ -83,7 +83,8 @@ def dark_experience_replay(
         logged, logit_weight = replay_buffer.sample(buffer, rows, key=logit_key)
         extended = appended(batch, logged, silent)
         label_weight = jnp.zeros((0,), batch.weight.dtype)
-        if beta > 0:  # DER++'s second draw; DER has none.
+        # DER++'s second draw; DER has none. A swept beta draws it at every point (beta 0 weighs it 0).
+        if is_traced(beta) or beta > 0:
             labelled, label_weight = replay_buffer.sample(buffer, rows, key=label_key)
             extended = appended(extended, labelled, silent)
         return extended._replace(extras=DERExtras(logged.logits, logit_weight, label_weight))

@@ -79,7 +79,7 @@ def diagonal_fisher(
     layer applied to ``[examples, features]`` rows, an MLP), the sum of squares
     is computed in closed form (``_dense_fisher``: one backward pass and one
     matmul per layer; a 2 x 400 MLP, 1024 examples, CPU: see
-    benchmarks/RESULTS.md). Otherwise per-example
+    benchmarks/NOTES.md). Otherwise per-example
     gradients of the log-likelihood of the true label come from a ``vmap`` of
     ``grad`` over chunks of ``chunk_size`` examples, the squares summed chunk
     after chunk in a ``lax.scan``, so no more than one chunk of per-example

@@ -23,6 +23,32 @@ class ContinualState(NamedTuple):
     experiences_done: jax.Array
 
 
+class TrainMode(NamedTuple):
+    """How a model whose training forward pass differs from its inference one (batch norm) trains.
+
+    Attributes:
+      apply: ``(params, x) -> (logits, params_after)``: the training forward pass; ``params_after`` is
+        ``params`` with the running statistics it updated (not differentiated).
+      statistics: ``(params) -> `` a pytree of Python bools like ``params``, True for the running statistics.
+    """
+
+    apply: Callable[[Any, jax.Array], tuple[jax.Array, Any]]
+    statistics: Callable[[Any], Any]
+
+
+def _without_statistics_updates(optimizer: optax.GradientTransformation, statistics: Callable[[Any], Any]):
+    """``optimizer`` on everything but the leaves ``statistics(params)`` marks, whose updates are zero.
+
+    Explicit rather than left to a zero gradient: weight decay (``adamw``) would move a leaf whose
+    gradient is zero.
+    """
+
+    def labels(params):
+        return jax.tree.map(lambda is_statistic: "statistics" if is_statistic else "trained", statistics(params))
+
+    return optax.multi_transform({"trained": optimizer, "statistics": optax.set_to_zero()}, labels)
+
+
 class ContinualLearner(NamedTuple):
     """``init(params)``; ``train_experience(state, experience, *, key) -> (state, metrics)``;
     ``accuracy(state, test_x, test_y, test_mask, logit_mask) -> [experiences]``."""
@@ -84,6 +110,7 @@ def continual_learner(
     epochs: int,
     batch_size: int,
     reset_optimizer: bool = False,
+    train_mode: TrainMode | None = None,
 ) -> ContinualLearner:
     """Builds the pure functions of continual training.
 
@@ -100,6 +127,11 @@ def continual_learner(
         weight at the start of each experience, which on Permuted MNIST cost
         EWC (lambda 100) 0.936 -> 0.890 and naive fine-tuning 0.70 -> 0.53
         (benchmarks/RESULTS.md).
+      train_mode: for a model with running statistics (batch norm, ``RunningStatistics`` in
+        ``metajax.models.interfaces``): the step's one forward pass is ``train_mode.apply``; the
+        statistics get a zero gradient and no optimizer update, then take the values that forward pass
+        gave them. ``apply_fn`` stays inference mode: it scores, and it is what strategies that run the
+        model themselves call (EWC's Fisher, LwF's previous model, A-GEM's reference gradient).
 
     Returns:
       A ``ContinualLearner``; ``train_experience`` runs every epoch of one
@@ -107,6 +139,8 @@ def continual_learner(
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if train_mode is not None:
+        optimizer = _without_statistics_updates(optimizer, train_mode.statistics)
 
     def data_loss(params, batch: ContinualBatch):
         return masked_cross_entropy(apply_fn(params, batch.x), batch.y, batch.logit_mask, batch.weight)
@@ -149,14 +183,22 @@ def continual_learner(
             batch = strategy.augment(strategy_state, arrived, augment_key)
 
             def total_loss(p):
-                outputs = apply_fn(p, batch.x)  # One forward pass for the loss and the strategy's penalty.
+                # One forward pass for the loss and the strategy's penalty.
+                outputs, forwarded = (
+                    (apply_fn(p, batch.x), None) if train_mode is None else train_mode.apply(p, batch.x)
+                )
                 loss = masked_cross_entropy(outputs, batch.y, batch.logit_mask, batch.weight)
-                return loss + strategy.penalty(p, strategy_state, batch, outputs), (loss, outputs)
+                return loss + strategy.penalty(p, strategy_state, batch, outputs), (loss, outputs, forwarded)
 
-            (_, (loss, outputs)), grads = jax.value_and_grad(total_loss, has_aux=True)(params)
+            (_, (loss, outputs, forwarded)), grads = jax.value_and_grad(total_loss, has_aux=True)(params)
+            if train_mode is not None:  # Not parameters: no gradient of theirs reaches a projection or SI's path.
+                statistics = train_mode.statistics(params)
+                grads = jax.tree.map(lambda s, g: jnp.zeros_like(g) if s else g, statistics, grads)
             grads = strategy.project(grads, params, strategy_state, project_key, data_loss)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
+            if train_mode is not None:
+                new_params = jax.tree.map(lambda s, p, f: f if s else p, statistics, new_params, forwarded)
             strategy_state = strategy.after_step(strategy_state, params, new_params, grads)
             arrived_outputs = jax.lax.stop_gradient(outputs[:batch_size])
             strategy_state = strategy.observe(strategy_state, arrived, arrived_outputs, observe_key)

@@ -125,9 +125,62 @@ def class_split_stream(data: MnistSplits, class_groups: list[list[int]], scenari
     )
 
 
-def split_mnist(data: MnistSplits, scenario: str, *, seed: int = 0) -> Stream:
-    """Split MNIST: 5 experiences of 2 digits, {0, 1}, {2, 3}, ..., {8, 9}."""
-    return class_split_stream(data, [[2 * i, 2 * i + 1] for i in range(5)], scenario, seed=seed)
+def class_order(num_classes: int, seed: int | None) -> np.ndarray:
+    """The order in which a split benchmark's classes enter the stream: ``[num_classes]`` class labels.
+
+    ``None`` keeps the label order (as mammoth's sequential benchmarks do); an
+    int draws a permutation from ``np.random.default_rng(seed)``, the same one
+    for the same seed on every machine.
+    """
+    if seed is None:
+        return np.arange(num_classes)
+    return np.random.default_rng(seed).permutation(num_classes)
+
+
+def split_classes(
+    data: MnistSplits,
+    num_classes: int,
+    num_experiences: int,
+    scenario: str,
+    *,
+    class_order_seed: int | None = None,
+    seed: int = 0,
+) -> Stream:
+    """``num_experiences`` experiences of ``num_classes / num_experiences`` classes each, in ``class_order``.
+
+    The classes are renamed by their place in the order: experience ``e``
+    holds labels ``e * k ... e * k + k - 1`` (``k`` classes per experience)
+    whatever the order, as mammoth relabels a permuted class order; with
+    ``class_order_seed=None`` that is the data's own labels. ``x`` is not
+    copied before the split, so uint8 images stay uint8 in the stream.
+
+    Raises:
+      ValueError: ``num_experiences`` does not divide ``num_classes``, or a label lies outside
+        ``[0, num_classes)``.
+    """
+    if num_experiences < 1 or num_classes % num_experiences:
+        raise ValueError(
+            f"{num_classes} classes do not split into {num_experiences} experiences of equally many classes; "
+            f"the number of experiences must divide {num_classes}"
+        )
+    rank = np.empty(num_classes, np.int32)
+    rank[class_order(num_classes, class_order_seed)] = np.arange(num_classes, dtype=np.int32)
+    relabeled = []
+    for name, split in zip(("train", "test"), data, strict=True):
+        check_array(f"data.{name}.y", split.y, (None,), "[examples]", dtype="integer")
+        if len(split.y) and not 0 <= split.y.min() <= split.y.max() < num_classes:
+            raise ValueError(
+                f"data.{name}.y holds labels {split.y.min()}..{split.y.max()}, expected labels in [0, {num_classes})"
+            )
+        relabeled.append(LabeledImages(split.x, rank[split.y]))
+    per_experience = num_classes // num_experiences
+    groups = [list(range(e * per_experience, (e + 1) * per_experience)) for e in range(num_experiences)]
+    return class_split_stream(MnistSplits(*relabeled), groups, scenario, seed=seed)
+
+
+def split_mnist(data: MnistSplits, scenario: str, *, class_order_seed: int | None = None, seed: int = 0) -> Stream:
+    """Split MNIST: 5 experiences of 2 digits, {0, 1}, {2, 3}, ..., {8, 9} (or pairs of a seeded class order)."""
+    return split_classes(data, 10, 5, scenario, class_order_seed=class_order_seed, seed=seed)
 
 
 def split_omniglot(

@@ -20,7 +20,7 @@ the carried state becomes the mean of their final states.
 ``reset_inner_optimizer=True`` starts every task from a fresh state instead, as
 per-task loops commonly do; the first Adam steps are then sign-gradient steps of
 size ``lr`` on every weight, and Omniglot 5-way 1-shot accuracy fell by ten
-points (benchmarks/RESULTS.md).
+points (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations

@@ -8,5 +8,7 @@ from metajax.models.mixture_of_experts import OMoE as OMoE
 from metajax.models.mlp import MLP as MLP
 from metajax.models.progressive_layered_extraction import CGC as CGC
 from metajax.models.progressive_layered_extraction import PLE as PLE
+from metajax.models.resnet import ResNet18 as ResNet18
+from metajax.models.resnet import RunningBatchNorm as RunningBatchNorm
 from metajax.models.shared_bottom import SharedBottom as SharedBottom
 from metajax.models.task_stacks import MultiTaskOutput as MultiTaskOutput

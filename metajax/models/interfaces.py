@@ -21,6 +21,15 @@ that it is of that kind with a method too:
   ``perturbations[layer]`` (``[batch, width]``) to each layer's output and
   returns each layer's input. EWC's Fisher then needs no per-example gradients
   (``DenseLayers``: ``MLP``).
+
+An algorithm that works on a classifier's representation rather than its
+outputs calls ``features(params, x) -> [batch, features]``, the input of the
+output layer (iCaRL's herding and nearest-mean classifier; ``Features``:
+``MLP``).
+
+A model with batch norm's running statistics declares how it trains
+(``RunningStatistics``: ``ResNet18``): ``train_apply(variables, x)`` and
+``running_statistics(variables)``.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ SPLITS = {
     "head_parameters": "its output layer (the head)",
     "shared_parameters": "the parameters every task shares",
     "dense_layers": "its Dense layers' inputs and perturbed outputs",
+    "features": "the features its output layer reads",
 }
 
 
@@ -58,6 +68,27 @@ class HeadParameters:
         return mask
 
 
+class RunningStatistics:
+    """Declares running statistics (batch norm's) in the flax collection ``batch_stats``, beside
+    ``params`` in the model's variables: ``apply(variables, x)`` is inference mode (the running
+    statistics, read as constants to every gradient); ``__call__(x, train=True)`` normalizes with the
+    batch's statistics and updates the running ones.
+
+    * ``train_apply(variables, x) -> (outputs, variables)``: the training forward pass, and the
+      variables with the running statistics it updated;
+    * ``running_statistics(variables)``: True for the running statistics (no optimizer moves them).
+
+    The continual learner trains such a model through its ``TrainMode`` (``ResNet18``).
+    """
+
+    def train_apply(self, variables, x):
+        outputs, updated = self.apply(variables, x, train=True, mutable=["batch_stats"])  # type: ignore[attr-defined]
+        return outputs, {**variables, **updated}
+
+    def running_statistics(self, variables):
+        return parameters_under(variables, "batch_stats", exact=True)
+
+
 class SharedParameters:
     """The multi-task models' declared split: ``shared_parameters(params)``, True for the parameters every
     task uses (experts, shared bottoms), False for each task's own (gates, towers, task experts)."""
@@ -72,6 +103,15 @@ class DenseLayers:
 
     def dense_layers(self, params, x, perturbations):
         return self.apply(params, x, perturbations)
+
+
+class Features:
+    """Declares the representation the model's output layer reads: ``features(params, x [batch,
+    *example_shape]) -> [batch, features]``, by default the module's ``__call__(x, features_only=True)``
+    (a model whose forward pass needs more overrides ``features``)."""
+
+    def features(self, params, x):
+        return self.apply(params, x, features_only=True)  # type: ignore[attr-defined]
 
 
 def declared_split(model: Any, split: str, *, needed_by: str) -> Callable[[Any], Any]:

@@ -15,6 +15,7 @@ import flax.linen as nn
 
 from metajax.models.conv4 import Conv4
 from metajax.models.mlp import MLP
+from metajax.models.resnet import ResNet18
 from metajax.options import option
 from metajax.registry import MODELS
 
@@ -57,3 +58,50 @@ class Conv4Options:
 def build_conv4(options: Conv4Options, *, num_outputs: int | None, example_shape: tuple[int, ...]) -> nn.Module:
     check_example_shape("conv4", example_shape, 3, "images [height, width, channels]")
     return Conv4(num_classes=num_outputs, features=options.conv_features, conv_impl=options.conv_impl)  # type: ignore[arg-type]  # One of its choices.
+
+
+_RESNET_CONVOLUTION_HELP = (
+    "how ResNet's convolutions are computed: auto picks per backend (benchmarks/resnet_conv_cost.py)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNet18Options:
+    base_filters: int = option(
+        64, "filters of ResNet-18's stem and first stage (doubled at each later stage)", minimum=1
+    )
+    convolution: str = option("auto", _RESNET_CONVOLUTION_HELP, choices=("auto", "slices", "lax"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReducedResNet18Options(ResNet18Options):
+    base_filters: int = option(
+        20, "filters of ResNet-18's stem and first stage (doubled at each later stage)", minimum=1
+    )
+
+
+def _build_resnet18(model: str, options: ResNet18Options, num_outputs: int | None, example_shape) -> nn.Module:
+    check_example_shape(model, example_shape, 3, "images [height, width, channels]")
+    return ResNet18(num_classes=num_outputs, base_filters=options.base_filters, conv_impl=options.convolution)  # type: ignore[arg-type]  # One of its choices.
+
+
+@MODELS.register(
+    "resnet18",
+    hyperparams=ResNet18Options,
+    description="ResNet-18 with batch norm for 32x32 images, as mammoth's (64 base filters, 11.2M parameters).",
+    example_rank=3,
+)
+def build_resnet18(options: ResNet18Options, *, num_outputs: int | None, example_shape: tuple[int, ...]) -> nn.Module:
+    return _build_resnet18("resnet18", options, num_outputs, example_shape)
+
+
+@MODELS.register(
+    "reduced-resnet18",
+    hyperparams=ReducedResNet18Options,
+    description="The reduced ResNet-18 of GEM, A-GEM and ER-ACE: ResNet-18 with 20 base filters, with batch norm.",
+    example_rank=3,
+)
+def build_reduced_resnet18(
+    options: ReducedResNet18Options, *, num_outputs: int | None, example_shape: tuple[int, ...]
+) -> nn.Module:
+    return _build_resnet18("reduced-resnet18", options, num_outputs, example_shape)

@@ -47,10 +47,13 @@ class ContinualConfig:
     model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     data_dir: str | None = option(
         None,
-        "folder with mnist.npz (or Omniglot's npz files for split-omniglot); without it the data comes from "
-        "TensorFlow Datasets",
+        "folder with mnist.npz (Omniglot's npz files for split-omniglot, cifar10.npz for split-cifar10, "
+        "cifar-100-python for split-cifar100, tiny-imagenet-200 for split-tinyimagenet); without it the data "
+        "comes from TensorFlow Datasets",
     )
-    experiences: int = option(10, "experiences of permuted-mnist / split-omniglot", minimum=1)
+    experiences: int = option(
+        10, "experiences of permuted-mnist / split-omniglot / split-cifar100 / split-tinyimagenet", minimum=1
+    )
     optimizer: str = option("adam", "plain SGD as in ContinualAI's baselines, or Adam", choices=CONTINUAL_OPTIMIZERS)
     learning_rate: float = option(1e-3, "the optimizer's learning rate", above=0)
     reset_optimizer: bool = option(

@@ -14,12 +14,14 @@ import optax
 from metajax.continual import (
     Experience,
     StrategyContext,
+    TrainMode,
     backward_transfer,
     continual_learner,
     forgetting,
     forward_transfer,
 )
 from metajax.data.continual_streams import Stream
+from metajax.models.interfaces import RunningStatistics
 from metajax.registry import CONTINUAL_BENCHMARKS, CONTINUAL_STRATEGIES, MODELS
 from metajax.train.continual_config import ContinualConfig
 from metajax.train.engine import Loop, Unit, dry_run_summary, start_run, train_loop, write_summary
@@ -62,6 +64,14 @@ def build_strategy(config: ContinualConfig, model, stream: Stream, values: Mappi
     return entry.build(with_values(entry.options(config.strategy_options), values or {}), context)
 
 
+def train_mode(model) -> TrainMode | None:
+    """How ``model`` trains when its training forward pass differs from ``model.apply`` (batch norm's
+    running statistics, declared by ``RunningStatistics``), else ``None``."""
+    if isinstance(model, RunningStatistics):
+        return TrainMode(model.train_apply, model.running_statistics)
+    return None
+
+
 def build_learner(config: ContinualConfig, model, stream: Stream, values: Mapping[str, Any] | None = None):
     """The continual learner of the configured strategy and optimizer; ``values``: a run's swept
     hyperparameters (``learning_rate`` or the strategy's), traced inside a vmapped program."""
@@ -73,6 +83,7 @@ def build_learner(config: ContinualConfig, model, stream: Stream, values: Mappin
         epochs=config.epochs,
         batch_size=config.batch_size,
         reset_optimizer=config.reset_optimizer,
+        train_mode=train_mode(model),
     )
     return traced_build(build, list(values))
 

@@ -6,7 +6,7 @@ each device's slice of a ``vmap`` over that axis locally, replicating the
 weights and reducing what the step averages over the axis (the meta-gradient)
 across devices. On one device both are no-ops.
 
-Several hosts (``metajax --coordinator``, README "More than one device"):
+Several hosts (``metajax --coordinator``, docs/guides/many_devices.md):
 ``jax.devices()`` then lists every host's devices and the same mesh spans
 them. Every process runs the same program on the same data and keys, so all
 compute the same results; arrays split over other hosts' devices are gathered
